@@ -1,0 +1,122 @@
+"""Checkpoints of a run: every orbax call in memjax lives in this file.
+
+Layout under `<workdir>/checkpoints/`:
+
+    epochs/<t>/   params + batch_stats of all replicas at epoch t (t = 0 is the
+                  initialisation), leaves [R, ...]; kept on the configured
+                  schedule (every k epochs or an explicit list, always the first
+                  and the last). Analyses read these.
+    state/<t>/    the full training state of the latest epoch (params,
+                  batch_stats, optimizer state, per-replica progress) for resume;
+                  only the newest is kept.
+
+Saves are asynchronous (orbax copies device arrays to host, then writes in a
+background thread); `wait()` blocks until every save is on disk and runs before
+anything reads a checkpoint or the process exits. Orbax writes to a temporary
+folder and renames it when complete, so a save cut off by kill -9 is ignored on
+restore and training resumes from the previous epoch.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+
+from memjax.errors import RunDirectoryError
+
+
+def keep_epoch(epoch: int, every: int, epochs: tuple = ()) -> bool:
+    """Whether epoch's params are kept on the schedule (epoch 0 always is)."""
+    if epoch == 0:
+        return True
+    if epochs:
+        return epoch in set(int(e) for e in epochs)
+    return every > 0 and epoch % every == 0
+
+
+def _abstract(tree: Any) -> Any:
+    return jax.tree_util.tree_map(ocp.utils.to_shape_dtype_struct, tree)
+
+
+class Checkpoints:
+    """Per-epoch model snapshots and the resumable training state of one run."""
+
+    def __init__(self, directory: str, async_save: bool = True):
+        self.directory = os.path.abspath(directory)
+        options = dict(enable_async_checkpointing=bool(async_save), create=True)
+        self._epochs = ocp.CheckpointManager(os.path.join(self.directory, 'epochs'),
+                                             options=ocp.CheckpointManagerOptions(**options))
+        self._state = ocp.CheckpointManager(os.path.join(self.directory, 'state'),
+                                            options=ocp.CheckpointManagerOptions(max_to_keep=1, **options))
+
+    # Writing ---------------------------------------------------------------
+    def save_epoch(self, epoch: int, variables: dict) -> None:
+        """Keeps `{'params', 'batch_stats'}` (leaves [R, ...]) of `epoch`."""
+        if epoch not in self._epochs.all_steps():
+            self._epochs.save(epoch, args=ocp.args.StandardSave(variables))
+
+    def save_state(self, epoch: int, state: Any, progress: dict) -> None:
+        """Saves the resumable state after `epoch` (older states are deleted)."""
+        self._state.save(epoch, args=ocp.args.StandardSave({'state': state, 'progress': progress}),
+                         force=True)
+
+    def wait(self) -> None:
+        self._epochs.wait_until_finished()
+        self._state.wait_until_finished()
+
+    def close(self) -> None:
+        self.wait()
+        self._epochs.close()
+        self._state.close()
+
+    # Reading ---------------------------------------------------------------
+    def epochs(self) -> list[int]:
+        """Epochs whose params are kept, ascending."""
+        self._epochs.reload()
+        return sorted(self._epochs.all_steps())
+
+    def latest_state_epoch(self) -> int | None:
+        self._state.reload()
+        return self._state.latest_step()
+
+    def restore_state(self, like_state: Any, like_progress: dict) -> tuple[int, Any, dict] | None:
+        """(epoch, state, progress) of the newest resumable state, or None.
+
+        `like_*` give the structure, shapes and dtypes (e.g. the initial state).
+        """
+        epoch = self.latest_state_epoch()
+        if epoch is None:
+            return None
+        target = _abstract({'state': like_state, 'progress': like_progress})
+        restored = self._state.restore(epoch, args=ocp.args.StandardRestore(target))
+        return epoch, restored['state'], restored['progress']
+
+    def load_epoch(self, epoch: int) -> dict:
+        """`{'params', 'batch_stats'}` of all replicas at `epoch`, NumPy leaves [R, ...]."""
+        if epoch not in self.epochs():
+            raise RunDirectoryError(
+                f"no checkpoint of epoch {epoch} in {self.directory}; kept epochs: {self.epochs()} "
+                "(set checkpoint.every / checkpoint.epochs before training to keep others)")
+        restored = self._epochs.restore(epoch, args=ocp.args.StandardRestore())
+        restored = jax.tree_util.tree_map(np.asarray, restored)
+        restored.setdefault('batch_stats', {})
+        return restored
+
+    def load_replica(self, epoch: int, replica: int) -> dict:
+        """Variables of one replica at `epoch` (leaves without the R axis)."""
+        return jax.tree_util.tree_map(lambda x: x[replica], self.load_epoch(epoch))
+
+    def load_stage(self, epoch: int, replica: int, stage: str) -> dict:
+        """`{'params': ..., 'batch_stats': ...}` of one stage of one replica at `epoch`."""
+        variables = self.load_replica(epoch, replica)
+        if stage not in variables['params']:
+            raise RunDirectoryError(f"unknown stage {stage!r}; this run's stages are: "
+                                    f"{', '.join(variables['params'])}")
+        out = {'params': variables['params'][stage]}
+        if stage in variables['batch_stats']:
+            out['batch_stats'] = variables['batch_stats'][stage]
+        return out

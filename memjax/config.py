@@ -1,0 +1,149 @@
+"""The full set of config keys with their defaults, and their validation.
+
+Config files in `configs/` start from `base_config()` and change what their
+experiment needs; every key any part of memjax reads is defined here, so
+`--config.a.b=...` overrides are type-checked by ml_collections. The README's
+"Config keys" section documents each one.
+"""
+
+from __future__ import annotations
+
+import json
+
+import ml_collections
+from ml_collections.config_dict import placeholder
+
+from memjax.errors import ConfigError
+
+# Keys that do not change a run's results: a run directory may be resumed or
+# re-analysed with different values of these (everything else must match).
+RUNTIME_KEYS = ('train.strategy', 'train.steps_per_call', 'train.eval_batch_size',
+                'checkpoint.async_save', 'analyses', 'analysis')
+
+
+def base_config() -> ml_collections.ConfigDict:
+    c = ml_collections.ConfigDict()
+    c.data = ml_collections.ConfigDict(dict(
+        source='raw',                   # 'raw' | 'tfds' | 'synthetic'
+        name='fashion_mnist',           # mnist, fashion_mnist, cifar10, cifar100, svhn_cropped
+        data_dir=placeholder(str),      # None: Debian's folder (raw fashion_mnist) / ~/tensorflow_datasets
+        num_train=placeholder(int),     # training subset size; None = all that the validation split leaves
+        num_test=placeholder(int),      # test subset size; None = all
+        val_size=placeholder(int),      # None = min(5000, 10% of the training split)
+        split_seed=0,                   # seed of the shuffle carving validation/subsets
+        augment=False,                  # random crop (pad 4) + horizontal flip, on the device
+        image_shape=(32, 32, 3),        # synthetic only
+        num_classes=10,                 # synthetic only
+        synthetic_seed=0,               # synthetic only
+    ))
+    c.noise = ml_collections.ConfigDict(dict(
+        ratios=(0.0, 0.2, 0.5),         # one replica per (ratio, seed)
+        mode='random',                  # 'random' (P1/P2) | 'incorrect' (P3)
+        seed=0,                         # noise seed, separate from init and data order
+    ))
+    c.seeds = (0,)                      # replica seeds: each drives noise, init and data order
+    c.model = ml_collections.ConfigDict(dict(
+        name='cnn',                     # cnn, resnet9, resnet18, resnet34, resnet50, vgg11, vgg13, vit_small
+        width=placeholder(int),         # None = the architecture's default
+        dtype='float32',                # compute dtype: 'float32' | 'bfloat16'
+        depth=placeholder(int),         # vit_small only
+        heads=placeholder(int),         # vit_small only
+        patch=4,                        # vit_small only
+    ))
+    c.train = ml_collections.ConfigDict(dict(
+        epochs=20,                      # maximum number of epochs
+        batch_size=128,
+        learning_rate=0.05,             # peak learning rate
+        momentum=0.9,
+        nesterov=False,
+        weight_decay=5e-4,
+        schedule='cosine',              # 'constant' | 'cosine' | 'onecycle' | 'step'
+        peak_epoch=5.0,                 # onecycle: epoch of the peak (linear 0 -> lr -> 0)
+        milestones=(),                  # step: epochs at which lr is multiplied by gamma
+        gamma=0.1,                      # step
+        stop_accuracy=0.99,             # a replica stops once its training accuracy reaches this
+        init_seed=0,
+        data_seed=0,                    # data order and augmentation
+        init_per_ratio=False,           # False: replicas of one seed share their initialisation
+        strategy='auto',                # 'auto' | 'vmap' | 'loop'
+        steps_per_call=0,               # steps per compiled call; 0 = auto (1 on CPU, 50 on GPU/TPU)
+        eval_batch_size=1000,
+    ))
+    c.checkpoint = ml_collections.ConfigDict(dict(
+        every=1,                        # keep params + batch_stats every k epochs (0 = only first/last)
+        epochs=(),                      # explicit epochs to keep instead of `every`
+        async_save=True,
+    ))
+    c.analyses = ()                     # analyses run after training, in order
+    c.analysis = ml_collections.ConfigDict()
+    return c
+
+
+def to_dict(config: ml_collections.ConfigDict) -> dict:
+    """The config as plain JSON-compatible data (tuples become lists)."""
+    return json.loads(config.to_json_best_effort())
+
+
+def _flatten(tree: dict, prefix: str = '') -> dict:
+    out = {}
+    for key, value in tree.items():
+        name = f'{prefix}{key}'
+        if isinstance(value, dict):
+            out.update(_flatten(value, name + '.'))
+        else:
+            out[name] = value
+    return out
+
+
+def result_keys(config_dict: dict) -> dict:
+    """Flattened config without the RUNTIME_KEYS: what determines a run's results."""
+    flat = _flatten(config_dict)
+    return {k: v for k, v in flat.items()
+            if not any(k == r or k.startswith(r + '.') for r in RUNTIME_KEYS)}
+
+
+def config_differences(old: dict, new: dict) -> list[str]:
+    """Human-readable `key: old -> new` for result keys that differ."""
+    a, b = result_keys(old), result_keys(new)
+    return [f'{k}: {a.get(k)!r} -> {b.get(k)!r}' for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
+
+
+_CHOICES = {
+    'train.schedule': ('constant', 'cosine', 'onecycle', 'step'),
+    'train.strategy': ('auto', 'vmap', 'loop'),
+    'noise.mode': ('random', 'incorrect'),
+    'model.dtype': ('float32', 'bfloat16'),
+}
+
+
+def validate(config: ml_collections.ConfigDict) -> None:
+    """Raises ConfigError with one line naming the bad value and the fix."""
+    flat = _flatten(to_dict(config))
+    for key, choices in _CHOICES.items():
+        if flat[key] not in choices:
+            raise ConfigError(f"{key}={flat[key]!r} is not one of {', '.join(choices)}; "
+                              f"set --config.{key}=<one of them>")
+    if not isinstance(flat['train.steps_per_call'], int) or flat['train.steps_per_call'] < 0:
+        raise ConfigError(f"train.steps_per_call={flat['train.steps_per_call']!r} must be 0 (auto) or positive")
+    for key in ('train.epochs', 'train.batch_size', 'train.eval_batch_size'):
+        if not isinstance(flat[key], int) or flat[key] < 1:
+            raise ConfigError(f"{key}={flat[key]!r} must be a positive integer")
+    if flat['train.learning_rate'] <= 0:
+        raise ConfigError(f"train.learning_rate={flat['train.learning_rate']} must be positive")
+    if not flat['noise.ratios']:
+        raise ConfigError("noise.ratios is empty; give at least one ratio, e.g. --config.noise.ratios='(0.0,)'")
+    if not flat['seeds']:
+        raise ConfigError("seeds is empty; give at least one, e.g. --config.seeds='(0,)'")
+    ratios = [float(r) for r in flat['noise.ratios']]
+    for r in ratios:
+        if not 0.0 <= r <= 1.0:
+            raise ConfigError(f"noise ratio {r} in noise.ratios is outside [0, 1]; use fractions, "
+                              "e.g. --config.noise.ratios='(0.0, 0.2, 0.5)'")
+    if len(set(ratios)) != len(ratios) or len(set(flat['seeds'])) != len(flat['seeds']):
+        raise ConfigError(f"noise.ratios={tuple(ratios)} and seeds={tuple(flat['seeds'])} must not "
+                          "repeat a value (each (ratio, seed) pair is one replica)")
+    if flat['train.schedule'] == 'onecycle' and not 0 <= flat['train.peak_epoch'] <= flat['train.epochs']:
+        raise ConfigError(f"train.peak_epoch={flat['train.peak_epoch']} must lie within "
+                          f"[0, train.epochs={flat['train.epochs']}] for the one-cycle schedule")
+    if flat['checkpoint.every'] < 0:
+        raise ConfigError(f"checkpoint.every={flat['checkpoint.every']} must be >= 0")

@@ -1,0 +1,116 @@
+"""CIFAR-style ResNets (3x3 stem, stride 1, no max-pool) and the ResNet-9 of P3.
+
+ResNet-18/34/50 stages are `stem, layer1.0, ..., layer4.{n-1}, head`, one stage
+per residual block as the papers name them (torchvision's layout); `head` is
+global average pooling and the linear classifier. Widths are w, 2w, 4w, 8w
+(w = 64 by default); layers 2-4 halve the resolution in their first block.
+
+ResNet-9 is the DAWNBench/FFCV network that P3's code trains: stages
+`layer1` (conv 64), `layer2` (conv 5x5 stride 2, 128), `layer3` (residual
+block 128), `layer4` (conv 256 + max-pool), `layer5` (residual block 256),
+`layer6` (conv 128, no padding), `head` (global max-pool, linear, x0.125).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+from memjax.models.layers import ConvBN, PoolDense, batch_norm, conv_init
+from memjax.models.stages import StagedModel
+
+
+class Shortcut(nn.Module):
+    """1x1 conv + BatchNorm projection when the block changes shape, else identity."""
+
+    features: int
+    stride: int
+    dtype: Any
+
+    @nn.compact
+    def __call__(self, x, train: bool):
+        if self.stride == 1 and x.shape[-1] == self.features:
+            return x
+        x = nn.Conv(self.features, (1, 1), strides=self.stride, use_bias=False,
+                    dtype=self.dtype, kernel_init=conv_init, name='conv')(x)
+        return batch_norm(train, self.dtype, name='bn')(x)
+
+
+class BasicBlock(nn.Module):
+    """Two 3x3 convs with a residual connection: `[B,H,W,C] -> [B,H/s,W/s,features]`."""
+
+    features: int
+    stride: int = 1
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x, train: bool = False):
+        y = ConvBN(self.features, stride=self.stride, dtype=self.dtype, name='conv_bn1')(x, train)
+        y = ConvBN(self.features, relu=False, dtype=self.dtype, name='conv_bn2')(y, train)
+        return nn.relu(y + Shortcut(self.features, self.stride, self.dtype, name='shortcut')(x, train))
+
+
+class Bottleneck(nn.Module):
+    """1x1 -> 3x3 (stride) -> 1x1 (4x wider) with a residual connection."""
+
+    features: int
+    stride: int = 1
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x, train: bool = False):
+        out = 4 * self.features
+        y = ConvBN(self.features, kernel=1, dtype=self.dtype, name='conv_bn1')(x, train)
+        y = ConvBN(self.features, stride=self.stride, dtype=self.dtype, name='conv_bn2')(y, train)
+        y = ConvBN(out, kernel=1, relu=False, dtype=self.dtype, name='conv_bn3')(y, train)
+        return nn.relu(y + Shortcut(out, self.stride, self.dtype, name='shortcut')(x, train))
+
+
+class Residual(nn.Module):
+    """ResNet-9's residual block: x + ConvBN(ConvBN(x)), width unchanged."""
+
+    features: int
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x, train: bool = False):
+        y = ConvBN(self.features, dtype=self.dtype, name='conv_bn1')(x, train)
+        y = ConvBN(self.features, dtype=self.dtype, name='conv_bn2')(y, train)
+        return x + y
+
+
+_BLOCKS = {
+    'resnet18': (BasicBlock, (2, 2, 2, 2)),
+    'resnet34': (BasicBlock, (3, 4, 6, 3)),
+    'resnet50': (Bottleneck, (3, 4, 6, 3)),
+}
+
+
+def resnet(name: str, num_classes: int, width: int = 64, dtype: Any = jnp.float32) -> StagedModel:
+    """ResNet-18/34/50, CIFAR variant. `name` is one of `_BLOCKS`."""
+    block, counts = _BLOCKS[name]
+    stages = [('stem', ConvBN(width, dtype=dtype))]
+    for layer, count in enumerate(counts):
+        for index in range(count):
+            stride = 2 if layer > 0 and index == 0 else 1
+            stages.append((f'layer{layer + 1}.{index}',
+                           block(width * 2 ** layer, stride=stride, dtype=dtype)))
+    stages.append(('head', PoolDense(num_classes, dtype=dtype)))
+    return StagedModel(name, tuple(stages), num_classes, dtype)
+
+
+def resnet9(num_classes: int, width: int = 64, dtype: Any = jnp.float32) -> StagedModel:
+    """ResNet-9 (DAWNBench/FFCV, as trained by P3); widths scale with `width`/64."""
+    w = width
+    stages = (
+        ('layer1', ConvBN(w, dtype=dtype)),
+        ('layer2', ConvBN(2 * w, kernel=5, stride=2, padding=2, dtype=dtype)),
+        ('layer3', Residual(2 * w, dtype=dtype)),
+        ('layer4', ConvBN(4 * w, pool=True, dtype=dtype)),
+        ('layer5', Residual(4 * w, dtype=dtype)),
+        ('layer6', ConvBN(2 * w, padding='VALID', dtype=dtype)),
+        ('head', PoolDense(num_classes, pooling='max', scale=0.125, dtype=dtype)),
+    )
+    return StagedModel('resnet9', stages, num_classes, dtype)

@@ -1,0 +1,188 @@
+"""Models as sequences of named stages.
+
+Every memjax network is a `StagedModel`: an ordered tuple of (name, Flax module)
+pairs whose names are the ones the papers print (`layer1.0`, `conv2`, `fc4`).
+Each stage owns exactly one subtree of the variables:
+
+    variables = {'params':      {stage_name: {...}, ...},
+                 'batch_stats': {stage_name: {...}, ...}}   # only stages with BatchNorm
+
+so "replace stage l", "freeze all but stage l" and "take stage l from model A"
+are dictionary operations. One function, `apply`, runs any slice
+`[start, stop)` of the stages from an activation at the boundary before `start`;
+the full forward pass is the slice `[0, num_stages)`, and running consecutive
+slices one after the other gives the full forward pass exactly (it is the same
+sequence of the same computations).
+
+Shapes: images `x: [B, H, W, C]` (float, already normalised), logits `[B, K]`.
+Nothing here knows about replicas: a replica axis is added by `jax.vmap` or a
+loop in `memjax.train.replicas`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, NamedTuple, Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from memjax.errors import ConfigError
+
+Variables = dict[str, Any]
+
+
+class StageRun(NamedTuple):
+    """The result of running a slice of stages.
+
+    Attributes:
+      output: the activation after the last stage run, `[B, ...]` (logits `[B, K]`
+        in float32 when the slice ends at the last stage).
+      batch_stats: the full batch_stats tree, with the stages run in training
+        mode updated; unchanged in evaluation mode.
+      features: `{stage_name: activation [B, ...]}` for the stages listed in
+        `capture` (empty when nothing was asked for).
+    """
+
+    output: jax.Array
+    batch_stats: dict
+    features: dict
+
+
+@dataclasses.dataclass(frozen=True)
+class StagedModel:
+    """A network as an ordered sequence of named Flax stages.
+
+    Attributes:
+      name: registry name of the architecture (e.g. `resnet18`).
+      stages: `((stage_name, module), ...)`; each module is called as
+        `module(x, train=bool)`.
+      num_classes: size of the output layer.
+      dtype: compute dtype (parameters stay float32).
+    """
+
+    name: str
+    stages: tuple[tuple[str, nn.Module], ...]
+    num_classes: int
+    dtype: Any = jnp.float32
+
+    @property
+    def stage_names(self) -> tuple[str, ...]:
+        return tuple(name for name, _ in self.stages)
+
+    @property
+    def num_stages(self) -> int:
+        return len(self.stages)
+
+    def stage_index(self, stage: str | int) -> int:
+        """The position of a stage given by name or index; a clear error otherwise."""
+        if isinstance(stage, int):
+            if not -self.num_stages <= stage < self.num_stages:
+                raise ConfigError(
+                    f"stage index {stage} is out of range for {self.name}, which has "
+                    f"{self.num_stages} stages: {', '.join(self.stage_names)}")
+            return stage % self.num_stages
+        if stage not in self.stage_names:
+            raise ConfigError(
+                f"unknown stage {stage!r} for model {self.name}; its stages are: "
+                f"{', '.join(self.stage_names)}")
+        return self.stage_names.index(stage)
+
+    def boundary(self, stage: str | int | None, default: int) -> int:
+        """Boundary index `0..num_stages` (a stage name means the boundary before it)."""
+        if stage is None:
+            return default
+        if isinstance(stage, int) and stage == self.num_stages:
+            return stage
+        return self.stage_index(stage)
+
+    def init(self, rng: jax.Array, input_shape: Sequence[int]) -> Variables:
+        """Initialises every stage in order.
+
+        Args:
+          rng: PRNG key; stage `i` uses `fold_in(rng, i)`.
+          input_shape: one example's shape `(H, W, C)`.
+
+        Returns:
+          `{'params': {stage: ...}, 'batch_stats': {stage: ...}}`.
+        """
+        x = jnp.zeros((1, *input_shape), self.dtype)
+        params, batch_stats = {}, {}
+        for i, (name, module) in enumerate(self.stages):
+            variables = module.init(jax.random.fold_in(rng, i), x, train=False)
+            params[name] = variables['params']
+            if 'batch_stats' in variables:
+                batch_stats[name] = variables['batch_stats']
+            x = module.apply(variables, x, train=False)
+        return {'params': params, 'batch_stats': batch_stats}
+
+    def apply(self, variables: Variables, x: jax.Array, *, train: bool = False,
+              start: str | int | None = None, stop: str | int | None = None,
+              capture: Sequence[str] | bool = ()) -> StageRun:
+        """Runs stages `[start, stop)` on `x`, an activation at boundary `start`.
+
+        Args:
+          variables: `{'params': ..., 'batch_stats': ...}` of the whole model
+            (stages outside the slice are ignored).
+          x: `[B, ...]` input of stage `start` (images `[B, H, W, C]` for start=0).
+          train: BatchNorm uses batch statistics and updates its running averages.
+          start: first stage to run (name or index); default 0.
+          stop: boundary to stop at (name = stop before that stage, or an index
+            up to `num_stages`); default: run to the end.
+          capture: stage names whose outputs to return in `features`, or True
+            for every stage run.
+
+        Returns:
+          A `StageRun`.
+        """
+        first = self.boundary(start, 0)
+        last = self.boundary(stop, self.num_stages)
+        if capture is True:
+            capture = self.stage_names[first:last]
+        params = variables['params']
+        batch_stats = dict(variables.get('batch_stats', {}))
+        features = {}
+        x = x.astype(self.dtype) if jnp.issubdtype(x.dtype, jnp.floating) else x
+        for name, module in self.stages[first:last]:
+            stage_vars = {'params': params[name]}
+            if name in batch_stats:
+                stage_vars['batch_stats'] = batch_stats[name]
+            if train and name in batch_stats:
+                x, updates = module.apply(stage_vars, x, train=True, mutable=['batch_stats'])
+                batch_stats[name] = updates['batch_stats']
+            else:
+                x = module.apply(stage_vars, x, train=train)
+            if name in capture:
+                features[name] = x
+        if last == self.num_stages:
+            x = x.astype(jnp.float32)
+        return StageRun(x, batch_stats, features)
+
+    def logits(self, variables: Variables, x: jax.Array) -> jax.Array:
+        """Evaluation-mode logits `[B, K]` of images `x: [B, H, W, C]`."""
+        return self.apply(variables, x, train=False).output
+
+    def stage_variables(self, variables: Variables, stage: str | int) -> Variables:
+        """The `{'params': ..., 'batch_stats': ...}` subtree of one stage."""
+        name = self.stage_names[self.stage_index(stage)]
+        out = {'params': variables['params'][name]}
+        if name in variables.get('batch_stats', {}):
+            out['batch_stats'] = variables['batch_stats'][name]
+        return out
+
+    def replace_stage(self, variables: Variables, stage: str | int,
+                      stage_variables: Variables) -> Variables:
+        """A copy of `variables` with one stage's params (and batch_stats) replaced."""
+        name = self.stage_names[self.stage_index(stage)]
+        params = dict(variables['params'])
+        params[name] = stage_variables['params']
+        batch_stats = dict(variables.get('batch_stats', {}))
+        if 'batch_stats' in stage_variables:
+            batch_stats[name] = stage_variables['batch_stats']
+        return {'params': params, 'batch_stats': batch_stats}
+
+    def count_params(self, variables: Variables) -> dict[str, int]:
+        """Number of trainable parameters of each stage (one replica)."""
+        return {name: sum(int(leaf.size) for leaf in jax.tree_util.tree_leaves(variables['params'][name]))
+                for name in self.stage_names}

@@ -1,0 +1,1 @@
+"""Tables and figures written into run directories."""

@@ -1,0 +1,1 @@
+"""Training R replicas together: state, step, strategies, the epoch loop."""

@@ -1,0 +1,141 @@
+"""How the single-replica step is lifted over R replicas.
+
+- `vmap`: one compiled program over all replicas (`jax.vmap`). Convolutions of
+  different weights become grouped convolutions (feature_group_count = R) and
+  their weight gradients batch_group_count convolutions. On accelerators that is
+  one large kernel instead of R small ones; on XLA:CPU those grouped forms run
+  on a slow generic path (see BENCHMARKS.md: a 4-way grouped conv's weight
+  gradient measured ~9x slower than the 4 separate ones), so vmap loses there.
+- `loop`: the same compiled single-replica chunk, called once per replica. No
+  grouped convolutions; one dispatch per replica per chunk of steps.
+- `auto`: times one chunk of each on the run's own model and batch, after
+  compilation, and keeps the faster (`measure_strategies`); the decision and the
+  timings are written to the run directory.
+
+Every strategy computes each replica from its own state, labels and keys only,
+so a replica's result does not depend on the strategy beyond floating-point
+reassociation, nor on which other replicas share the run. The state is kept
+stacked (leading axis R) by vmap and as a list of per-replica states by loop;
+`gather` returns the stacked form for checkpoints either way.
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from memjax.train.state import TrainState
+
+
+def stack_trees(trees: list) -> Any:
+    return jax.tree_util.tree_map(lambda *xs: jnp.stack(xs), *trees)
+
+
+def unstack_tree(tree: Any, count: int) -> list:
+    return [jax.tree_util.tree_map(lambda x, i=i: x[i], tree) for i in range(count)]
+
+
+class VmapStrategy:
+    """All replicas in one compiled program (jax.vmap over the replica axis)."""
+
+    name = 'vmap'
+
+    def __init__(self, train_chunk: Callable, predict: Callable, shared_data: bool):
+        self._chunk_fn = train_chunk
+        self._data_axis = None if shared_data else 0
+        self._compiled: dict[int, Callable] = {}
+        self._predict = jax.jit(jax.vmap(predict, in_axes=(0, None)))
+
+    def place(self, stacked: TrainState) -> TrainState:
+        return stacked
+
+    def gather(self, state: TrainState) -> TrainState:
+        return state
+
+    def _train(self, num_steps: int) -> Callable:
+        if num_steps not in self._compiled:
+            fn = functools.partial(self._chunk_fn, num_steps=num_steps)
+            axes = (0, None, 0, self._data_axis, None, None, self._data_axis, 0)
+            self._compiled[num_steps] = jax.jit(jax.vmap(fn, in_axes=axes))
+        return self._compiled[num_steps]
+
+    def train_chunk(self, state, images, labels, orders, epoch, first_step, data_keys, active, num_steps):
+        """labels [R, N]; orders/data_keys [R, ...] or, with shared data, one [...]; active bool [R]."""
+        return self._train(num_steps)(state, images, labels, orders, epoch, first_step, data_keys,
+                                      jnp.asarray(active))
+
+    def predict(self, state, batches: list) -> jax.Array:
+        """int32 [R, P] predictions of every replica on image batches [b, H, W, C]."""
+        return jnp.concatenate([self._predict(state.variables, x) for x in batches], axis=1)
+
+
+class LoopStrategy:
+    """One compiled single-replica program, called for each replica in turn."""
+
+    name = 'loop'
+
+    def __init__(self, train_chunk: Callable, predict: Callable, shared_data: bool):
+        self._train = jax.jit(train_chunk, static_argnames='num_steps')
+        self._predict = jax.jit(predict)
+        self._shared = shared_data
+
+    def place(self, stacked: TrainState) -> list[TrainState]:
+        count = jax.tree_util.tree_leaves(stacked)[0].shape[0]
+        return unstack_tree(stacked, count)
+
+    def gather(self, states: list[TrainState]) -> TrainState:
+        return stack_trees(states)
+
+    def train_chunk(self, states, images, labels, orders, epoch, first_step, data_keys, active, num_steps):
+        new_states, losses = [], []
+        for i, state in enumerate(states):
+            if not active[i]:
+                new_states.append(state)
+                losses.append(jnp.zeros((), jnp.float32))
+                continue
+            order = orders if self._shared else orders[i]
+            key = data_keys if self._shared else data_keys[i]
+            state, loss = self._train(state, images, labels[i], order, epoch, first_step, key,
+                                      True, num_steps=num_steps)
+            new_states.append(state)
+            losses.append(loss)
+        return new_states, jnp.stack(losses)
+
+    def predict(self, states, batches: list) -> jax.Array:
+        return jnp.stack([jnp.concatenate([self._predict(s.variables, x) for x in batches])
+                          for s in states])
+
+
+STRATEGIES = {'vmap': VmapStrategy, 'loop': LoopStrategy}
+
+
+def measure_strategies(candidates: dict[str, Any], stacked: TrainState, chunk_args: tuple,
+                       num_steps: int) -> dict[str, float]:
+    """Seconds per chunk of `num_steps` steps for each strategy, compilation excluded.
+
+    Runs each strategy on a copy of `stacked` (the results are discarded): one
+    call to compile and warm up, then one timed call.
+    """
+    timings = {}
+    for name, strategy in candidates.items():
+        state = strategy.place(jax.tree_util.tree_map(jnp.copy, stacked))
+        out = strategy.train_chunk(state, *chunk_args, num_steps=num_steps)
+        jax.block_until_ready(out)
+        start = time.perf_counter()
+        out = strategy.train_chunk(out[0], *chunk_args, num_steps=num_steps)
+        jax.block_until_ready(out)
+        timings[name] = time.perf_counter() - start
+    return timings
+
+
+def fastest(timings: dict[str, float]) -> str:
+    return min(timings, key=timings.get)
+
+
+def as_numpy(x) -> np.ndarray:
+    return np.asarray(jax.device_get(x))
