@@ -1,0 +1,40 @@
+"""P3 (Maini et al., ICML 2023): ResNet-9 on CIFAR-10 with 10% incorrect-class noise.
+
+The reference setting of "Can neural network memorization be localized?":
+ResNet-9, 10% of the training examples relabelled to a random WRONG class
+(uniform over the 9 others), SGD (momentum 0.9, weight decay 5e-4), one-cycle
+learning rate peaking at 0.1 at epoch 10, 50 epochs (no early stop), batch 512,
+3 seeds. Params every epoch, for gradient accounting, rewinding and retraining.
+
+Data: tfds `cifar10` prepared as array_record in data_dir (see README, "Data"),
+or --config.data.source=raw with cifar-10-python.tar.gz.
+
+Command:
+    python -m memjax.main --config=configs/cifar10_r9.py --workdir=runs/cifar10_r9 \
+        --config.data.data_dir=$HOME/tensorflow_datasets
+Expected time on one H100: about 10 minutes (3 replicas x 50 epochs x 45k images
+x ~1.2 GFLOP per training image; an estimate from the FLOP count, not a
+measurement).
+"""
+
+from memjax.config import base_config
+
+
+def get_config():
+    c = base_config()
+    c.data.source = 'tfds'
+    c.data.name = 'cifar10'
+    c.data.val_size = 5000
+    c.noise.ratios = (0.1,)
+    c.noise.mode = 'incorrect'
+    c.seeds = (0, 1, 2)
+    c.model.name = 'resnet9'
+    c.train.epochs = 50
+    c.train.batch_size = 512
+    c.train.learning_rate = 0.1
+    c.train.schedule = 'onecycle'
+    c.train.peak_epoch = 10.0
+    c.train.weight_decay = 5e-4
+    c.train.stop_accuracy = None
+    c.checkpoint.every = 1
+    return c

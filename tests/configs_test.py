@@ -1,0 +1,35 @@
+"""Every shipped config loads, validates, documents itself, and builds its model."""
+
+import glob
+import importlib.util
+import os
+
+import pytest
+
+from memjax.config import validate
+from memjax.models import build_model
+
+CONFIGS = sorted(glob.glob(os.path.join(os.path.dirname(__file__), '..', 'configs', '*.py')))
+
+
+def load(path):
+    spec = importlib.util.spec_from_file_location(os.path.basename(path)[:-3], path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_paper_configs_exist():
+    names = {os.path.basename(p)[:-3] for p in CONFIGS}
+    assert {'default', 'svhn_cnn', 'cifar10_r18', 'cifar10_r34', 'cifar100_r34', 'cifar100_r50',
+            'cifar10_r9'} <= names
+
+
+@pytest.mark.parametrize('path', CONFIGS, ids=os.path.basename)
+def test_config_validates_and_documents_itself(path):
+    module = load(path)
+    doc = module.__doc__ or ''
+    assert 'python -m memjax.main --config=configs/' in doc and 'Expected time' in doc
+    config = module.get_config()
+    validate(config)
+    build_model(config.model.name, 10 if config.data.name != 'cifar100' else 100, config.model.width)
