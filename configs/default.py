@@ -34,4 +34,8 @@ def get_config():
     c.train.peak_epoch = 8.0
     c.train.weight_decay = 5e-4
     c.train.stop_accuracy = 0.99
+    # P1: layer convergence, noisy-vs-clean CKA over training, stage x stage heatmaps.
+    c.analyses = ('convergence', 'noisy_vs_clean', 'cka_matrix')
+    c.analysis.cka.split = 'test'
+    c.analysis.cka.num_examples = 1000
     return c

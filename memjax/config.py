@@ -76,6 +76,20 @@ def base_config() -> ml_collections.ConfigDict:
     ))
     c.analyses = ()                     # analyses run after training, in order
     c.analysis = ml_collections.ConfigDict()
+    c.analysis.cka = ml_collections.ConfigDict(dict(
+        split='test',                   # examples the representations are computed on: test | val | train
+        num_examples=1000,
+        estimator='linear',             # linear | debiased | rbf | rbf_debiased
+        bandwidth=0.5,                  # rbf: width as a fraction of the median distance
+        pooling='flatten',              # conv maps: flatten (the papers) | mean (spatial mean)
+        minibatch_size=placeholder(int),  # minibatch CKA over batches of this size (None: all at once)
+        forward_batch=500,              # examples per forward pass
+        stages=(),                      # stage names to compare (empty: all)
+        epochs=(),                      # kept epochs to use (empty: all)
+    ))
+    c.analysis.cka_matrix = ml_collections.ConfigDict(dict(
+        pairs=(),                       # (((r_a, seed_a, epoch_a), (r_b, seed_b, epoch_b)), ...); epoch -1 = final
+    ))
     return c
 
 

@@ -26,9 +26,10 @@ def default_workdir(config_path: str) -> str:
 
 
 def run(config, workdir: str) -> None:
-    from memjax.analysis.runner import run_analyses
+    from memjax.analysis.runner import check_analyses, run_analyses
     from memjax.train.loop import train
 
+    check_analyses(config)
     train(config, workdir)
     run_analyses(config, workdir)
 

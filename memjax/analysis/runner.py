@@ -1,4 +1,9 @@
-"""Runs the analyses a config lists (`config.analyses`) on a trained run."""
+"""Runs the analyses a config lists (`config.analyses`) on a trained run.
+
+Each analysis reads the run directory and `config.analysis` (its own
+sub-config, plus shared ones such as `analysis.cka`); analyses that share one
+pass over the checkpoints (convergence and noisy_vs_clean) run it once.
+"""
 
 from __future__ import annotations
 
@@ -6,14 +11,47 @@ from typing import Callable
 
 from memjax.errors import ConfigError
 
-# name -> run(run_directory_path, analysis_config, log)
-ANALYSES: dict[str, Callable] = {}
+
+def _cka_over_training(names):
+    def run(workdir, analysis, log):
+        from memjax.analysis.cka_over_training import run_cka_over_training
+        run_cka_over_training(workdir, analysis.get('cka'), set(names), log)
+    return run
+
+
+def _cka_matrix(workdir, analysis, log):
+    from memjax.analysis.cka_matrix import run_cka_matrix
+    run_cka_matrix(workdir, analysis, log)
+
+
+# name -> (group, run(workdir, analysis_config, log)); one group runs once with all its names.
+def _registry(requested: list[str]) -> dict[str, tuple[str, Callable]]:
+    over_training = [n for n in requested if n in ('convergence', 'noisy_vs_clean')]
+    return {
+        'convergence': ('cka_over_training', _cka_over_training(over_training)),
+        'noisy_vs_clean': ('cka_over_training', _cka_over_training(over_training)),
+        'cka_matrix': ('cka_matrix', _cka_matrix),
+    }
+
+
+ANALYSIS_NAMES = ('convergence', 'noisy_vs_clean', 'cka_matrix')
+
+
+def check_analyses(config) -> None:
+    """Fails before training if an analysis name is unknown."""
+    for name in config.analyses:
+        if name not in ANALYSIS_NAMES:
+            raise ConfigError(f"unknown analysis {name!r} in config.analyses; available: "
+                              f"{', '.join(ANALYSIS_NAMES)}")
 
 
 def run_analyses(config, workdir: str, log: Callable[[str], None] = print) -> None:
+    check_analyses(config)
+    registry = _registry(list(config.analyses))
+    done = set()
     for name in config.analyses:
-        if name not in ANALYSES:
-            raise ConfigError(f"unknown analysis {name!r} in config.analyses; available: "
-                              f"{', '.join(sorted(ANALYSES)) or 'none yet'}")
-    for name in config.analyses:
-        ANALYSES[name](workdir, config.analysis.get(name), log)
+        group, fn = registry[name]
+        if group in done:
+            continue
+        done.add(group)
+        fn(workdir, config.analysis, log)
