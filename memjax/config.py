@@ -90,6 +90,30 @@ def base_config() -> ml_collections.ConfigDict:
     c.analysis.cka_matrix = ml_collections.ConfigDict(dict(
         pairs=(),                       # (((r_a, seed_a, epoch_a), (r_b, seed_b, epoch_b)), ...); epoch -1 = final
     ))
+    c.analysis.stitching = ml_collections.ConfigDict(dict(
+        epochs=10,                      # epochs of stitch-layer training on the validation split
+        learning_rate=1e-3,
+        batch_size=128,
+        optimizer='adam',               # adam | sgd
+        init='least_squares',           # least_squares | identity | random
+        batchnorm=False,                # BN -> S -> BN (Bansal et al.)
+        points=(),                      # stages after which to stitch (empty: every boundary but the last)
+        strategy='loop',                # vmap | loop: how the stitches of one point are trained together
+        memorization_tolerance=0.05,    # "near chance": memorization accuracy <= 1/K + this
+        generalization_tolerance=0.02,  # "matches": test accuracy >= clean test accuracy - this
+        seed=0,
+        eval_batch_size=1000,
+    ))
+    c.analysis.finetune = ml_collections.ConfigDict(dict(
+        epochs=5,                       # epochs of fine-tuning one stage
+        learning_rate=0.01,
+        optimizer='sgd',                # sgd (momentum 0.9) | adam
+        batch_size=128,
+        stages=(),                      # stages to fine-tune, one at a time (empty: all)
+        datasets=('val', 'noisy_true'),  # validation split | D_n^r with true labels
+        strategy='loop',                # vmap | loop over the noisy replicas
+        seed=0,
+    ))
     return c
 
 

@@ -24,6 +24,16 @@ def _cka_matrix(workdir, analysis, log):
     run_cka_matrix(workdir, analysis, log)
 
 
+def _stitching(workdir, analysis, log):
+    from memjax.analysis.stitch_sweep import run_stitching
+    run_stitching(workdir, analysis, log)
+
+
+def _finetune(workdir, analysis, log):
+    from memjax.analysis.finetune import run_finetune
+    run_finetune(workdir, analysis, log)
+
+
 # name -> (group, run(workdir, analysis_config, log)); one group runs once with all its names.
 def _registry(requested: list[str]) -> dict[str, tuple[str, Callable]]:
     over_training = [n for n in requested if n in ('convergence', 'noisy_vs_clean')]
@@ -31,10 +41,12 @@ def _registry(requested: list[str]) -> dict[str, tuple[str, Callable]]:
         'convergence': ('cka_over_training', _cka_over_training(over_training)),
         'noisy_vs_clean': ('cka_over_training', _cka_over_training(over_training)),
         'cka_matrix': ('cka_matrix', _cka_matrix),
+        'stitching': ('stitching', _stitching),
+        'finetune': ('finetune', _finetune),
     }
 
 
-ANALYSIS_NAMES = ('convergence', 'noisy_vs_clean', 'cka_matrix')
+ANALYSIS_NAMES = ('convergence', 'noisy_vs_clean', 'cka_matrix', 'stitching', 'finetune')
 
 
 def check_analyses(config) -> None:

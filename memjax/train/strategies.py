@@ -139,3 +139,47 @@ def fastest(timings: dict[str, float]) -> str:
 
 def as_numpy(x) -> np.ndarray:
     return np.asarray(jax.device_get(x))
+
+
+class Lifted:
+    """Runs a function written for ONE item over K items, by vmap or by a loop.
+
+    Used by analyses that train or evaluate many small things at once (stitch
+    layers, fine-tuned stages). Per-item arguments are "batched": stacked trees
+    [K, ...] under vmap, lists of K trees under loop (`batch` / `unbatch`
+    convert); shared arguments are passed as they are. Results come back
+    batched the same way.
+    """
+
+    def __init__(self, strategy: str, size: int):
+        if strategy not in STRATEGIES:
+            raise ValueError(f'unknown strategy {strategy!r}')
+        self.strategy, self.size = strategy, size
+        self._compiled: dict = {}
+
+    def batch(self, stacked):
+        return stacked if self.strategy == 'vmap' else unstack_tree(stacked, self.size)
+
+    def unbatch(self, batched):
+        return batched if self.strategy == 'vmap' else stack_trees(list(batched))
+
+    def __call__(self, fn: Callable, batched: tuple[bool, ...], *args, outputs: int = 1):
+        """fn(*args) for each item; batched[i] says whether args[i] is per item.
+
+        With outputs > 1, fn returns that many results, and under loop they
+        come back as a tuple of per-item lists (not a list of tuples).
+        """
+        key = (fn, batched)
+        if key not in self._compiled:
+            if self.strategy == 'vmap':
+                axes = tuple(0 if b else None for b in batched)
+                self._compiled[key] = jax.jit(jax.vmap(fn, in_axes=axes))
+            else:
+                self._compiled[key] = jax.jit(fn)
+        compiled = self._compiled[key]
+        if self.strategy == 'vmap':
+            return compiled(*args)
+        outs = [compiled(*[a[k] if b else a for a, b in zip(args, batched)]) for k in range(self.size)]
+        if outputs > 1:
+            return tuple(list(parts) for parts in zip(*outs))
+        return outs

@@ -1,0 +1,120 @@
+"""Training exactly one stage of K models, every other stage frozen.
+
+Shared by layer fine-tuning (P2 appendix A.1) and layer retraining (P3 5.2).
+Freezing goes through the optimizer (`memjax.train.freezing`): the stage's
+params get the optimizer, the others `set_to_zero` and `stop_gradient`, and
+come back bit-identical. In the forward pass the trained stage runs in
+training mode, so its BatchNorm statistics update, while every other stage
+runs in evaluation mode (its statistics frozen too).
+
+Each of the K models trains on its own examples: `indices[k]` into a shared
+image pool with `labels[k]` over that pool. Sets of different sizes are
+handled by giving every model the same number of steps per epoch (the largest
+set's) and masking the updates of a model whose epoch is over.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from memjax.data.pipeline import normalize
+from memjax.models import StagedModel
+from memjax.train import freezing
+from memjax.train.step import cross_entropy
+from memjax.train.strategies import Lifted
+
+
+def _where(active, new, old):
+    return jax.tree_util.tree_map(lambda a, b: jnp.where(active, a, b), new, old)
+
+
+class StageTrainer:
+    """One stage of K models trained on per-model example sets (see module doc)."""
+
+    def __init__(self, model: StagedModel, mean, std, stage: str, tx: optax.GradientTransformation,
+                 batch_size: int, strategy: str, size: int, seed: int = 0):
+        self.model, self.batch_size, self.seed = model, batch_size, seed
+        self.index = model.stage_index(stage)
+        self.stage = model.stage_names[self.index]
+        self.mean, self.std = jnp.asarray(mean), jnp.asarray(std)
+        self.labels = {name: freezing.TRAIN if name == self.stage else freezing.FROZEN
+                       for name in model.stage_names}
+        self.tx = freezing.masked_optimizer(tx, self.labels)
+        self.lift = Lifted(strategy, size)
+
+    # One model -------------------------------------------------------------
+    def _logits(self, variables, x, train_stage: bool):
+        l = self.index
+        h = self.model.apply(variables, x, stop=l).output
+        run = self.model.apply(variables, h, start=l, stop=l + 1, train=train_stage)
+        return self.model.apply(variables, run.output, start=l + 1).output, run.batch_stats
+
+    def _step(self, variables, opt_state, pool, labels, idx, active):
+        x = normalize(pool[idx], self.mean, self.std, self.model.dtype)
+        y = labels[idx]
+
+        def loss_fn(params):
+            params = freezing.stop_frozen_gradients(params, self.labels)
+            logits, batch_stats = self._logits({**variables, 'params': params}, x, train_stage=True)
+            return cross_entropy(logits, y), batch_stats
+
+        (loss, batch_stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(variables['params'])
+        updates, new_opt = self.tx.update(grads, opt_state, variables['params'])
+        params = freezing.apply_updates(variables['params'], updates, self.labels)
+        stage = self.stage
+        new_params = dict(variables['params'])
+        new_params[stage] = _where(active, params[stage], variables['params'][stage])
+        new_stats = dict(variables['batch_stats'])
+        if stage in batch_stats:
+            new_stats[stage] = _where(active, batch_stats[stage], variables['batch_stats'][stage])
+        return ({'params': new_params, 'batch_stats': new_stats}, _where(active, new_opt, opt_state),
+                jnp.where(active, loss, 0.0))
+
+    def _predict(self, variables, images):
+        logits, _ = self._logits(variables, normalize(images, self.mean, self.std, self.model.dtype), False)
+        return jnp.argmax(logits, axis=-1).astype(jnp.int32)
+
+    def _init_optimizer(self, variables):
+        return self.tx.init(variables['params'])
+
+    # K models ----------------------------------------------------------------
+    def prepare(self, stacked_variables) -> tuple[Any, Any]:
+        """(batched variables, batched optimizer state) from variables stacked [K, ...]."""
+        variables = self.lift.batch(stacked_variables)
+        return variables, self.lift(self._init_optimizer, (True,), variables)
+
+    def epoch(self, variables, opt_state, pool: jax.Array, labels: jax.Array, indices: list[np.ndarray],
+              epoch: int):
+        """One epoch: model k visits `indices[k]` (positions in pool) in a seeded random order.
+
+        labels: int32 [K, P], model k's label of every pool image.
+        Returns (variables, opt_state, mean loss per model [K]).
+        """
+        rng = np.random.default_rng([self.seed, epoch])
+        orders = [rng.permutation(ix) for ix in indices]
+        counts = [len(o) // self.batch_size for o in orders]
+        steps = max(counts)
+        totals = np.zeros(len(orders))
+        batched_labels = self.lift.batch(labels)
+        for step in range(steps):
+            idx = np.stack([o[(step % max(c, 1)) * self.batch_size:][:self.batch_size]
+                            if c else np.zeros(self.batch_size, np.int64) for o, c in zip(orders, counts)])
+            active = np.asarray([step < c for c in counts])
+            variables, opt_state, loss = self.lift(
+                self._step, (True, True, False, True, True, True), variables, opt_state, pool, batched_labels,
+                self.lift.batch(jnp.asarray(idx)), self.lift.batch(jnp.asarray(active)), outputs=3)
+            totals += np.asarray(jnp.stack(loss) if isinstance(loss, list) else loss)
+        return variables, opt_state, totals / np.maximum(counts, 1)
+
+    def predict(self, variables, images: jax.Array, batch: int = 1000) -> np.ndarray:
+        """int32 [K, P] predictions (evaluation mode) on images [P, ...]."""
+        parts = []
+        for i in range(0, images.shape[0], batch):
+            out = self.lift(self._predict, (True, False), variables, images[i:i + batch])
+            parts.append(np.asarray(jnp.stack(out) if isinstance(out, list) else out))
+        return np.concatenate(parts, axis=1)
