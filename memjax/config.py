@@ -65,6 +65,7 @@ def base_config() -> ml_collections.ConfigDict:
         init_seed=0,
         data_seed=0,                    # data order and augmentation
         init_per_ratio=False,           # False: replicas of one seed share their initialisation
+        gradient_accounting=False,      # record clean/noisy gradient parts per stage each epoch (P3)
         strategy='auto',                # 'auto' | 'vmap' | 'loop'
         steps_per_call=0,               # steps per compiled call; 0 = auto (1 on CPU, 50 on GPU/TPU)
         eval_batch_size=1000,
@@ -113,6 +114,20 @@ def base_config() -> ml_collections.ConfigDict:
         datasets=('val', 'noisy_true'),  # validation split | D_n^r with true labels
         strategy='loop',                # vmap | loop over the noisy replicas
         seed=0,
+    ))
+    c.analysis.rewinding = ml_collections.ConfigDict(dict(
+        epochs=(),                      # kept epochs to rewind to (empty: all)
+        num_train=placeholder(int),     # training examples evaluated (None: all)
+        num_test=placeholder(int),      # test examples evaluated (None: all)
+        last_k=True,                    # also rewind the last k stages together (P5)
+        strategy='loop',                # vmap | loop over replicas
+    ))
+    c.analysis.gradients = ml_collections.ConfigDict(dict(
+        source='auto',                  # auto (training record if present) | training | checkpoints
+        epochs=(),                      # kept epochs (checkpoints source; empty: all)
+        num_train=placeholder(int),     # training examples used (checkpoints source; None: all)
+        batch_size=256,
+        strategy='loop',
     ))
     return c
 

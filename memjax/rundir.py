@@ -129,24 +129,27 @@ class RunDirectory:
     def metrics_path(self) -> str:
         return self.file('metrics.jsonl')
 
-    def append_metrics(self, rows: list[dict]) -> None:
-        with open(self.metrics_path, 'a') as f:
+    def append_metrics(self, rows: list[dict], name: str = 'metrics.jsonl') -> None:
+        with open(self.file(name), 'a') as f:
             for row in rows:
                 f.write(json.dumps(row, sort_keys=True) + '\n')
             f.flush()
             os.fsync(f.fileno())
 
-    def read_metrics(self) -> list[dict]:
-        if not os.path.exists(self.metrics_path):
+    def read_metrics(self, name: str = 'metrics.jsonl') -> list[dict]:
+        path = self.file(name)
+        if not os.path.exists(path):
             return []
-        with open(self.metrics_path) as f:
+        with open(path) as f:
             return [json.loads(line) for line in f if line.strip()]
 
-    def truncate_metrics(self, last_epoch: int) -> None:
+    def truncate_metrics(self, last_epoch: int, name: str = 'metrics.jsonl') -> None:
         """Drops rows after `last_epoch` (written before an interruption, then redone)."""
-        rows = [r for r in self.read_metrics() if r['epoch'] <= last_epoch]
-        tmp = self.metrics_path + '.tmp'
-        with open(tmp, 'w') as f:
+        path = self.file(name)
+        if not os.path.exists(path):
+            return
+        rows = [r for r in self.read_metrics(name) if r['epoch'] <= last_epoch]
+        with open(path + '.tmp', 'w') as f:
             for row in rows:
                 f.write(json.dumps(row, sort_keys=True) + '\n')
-        os.replace(tmp, self.metrics_path)
+        os.replace(path + '.tmp', path)

@@ -45,6 +45,7 @@ def bench_training(model_name: str, replicas: int, strategy_name: str, batch: in
     rng = np.random.default_rng(0)
     pool = jax.device_put(rng.integers(0, 256, (n, *image_shape), dtype=np.uint8))
     labels = jax.device_put(rng.integers(0, num_classes, (replicas, n)).astype(np.int32))
+    masks = jnp.zeros((replicas, n), bool)
     order = jnp.arange(n, dtype=jnp.int32)
     mean, std = np.full(image_shape[-1], 0.5, np.float32), np.full(image_shape[-1], 0.25, np.float32)
     chunk = make_train_chunk(model, tx, batch_size=batch, augment=False, mean=mean, std=std)
@@ -53,12 +54,12 @@ def bench_training(model_name: str, replicas: int, strategy_name: str, batch: in
     active = np.ones(replicas, bool)
     key = jax.random.PRNGKey(1)
     start = time.perf_counter()
-    state, loss = strategy.train_chunk(state, pool, labels, order, 1, 0, key, active, steps)
+    state, loss = strategy.train_chunk(state, pool, labels, masks, order, 1, 0, key, active, steps)
     jax.block_until_ready((state, loss))
     compile_and_first = time.perf_counter() - start
     start = time.perf_counter()
     for _ in range(calls):
-        state, loss = strategy.train_chunk(state, pool, labels, order, 1, 0, key, active, steps)
+        state, loss = strategy.train_chunk(state, pool, labels, masks, order, 1, 0, key, active, steps)
     jax.block_until_ready((state, loss))
     seconds = (time.perf_counter() - start) / (calls * steps)
     return {'model': model_name, 'strategy': strategy_name, 'replicas': replicas, 'batch': batch,

@@ -34,6 +34,16 @@ def _finetune(workdir, analysis, log):
     run_finetune(workdir, analysis, log)
 
 
+def _rewinding(workdir, analysis, log):
+    from memjax.analysis.rewinding import run_rewinding
+    run_rewinding(workdir, analysis, log)
+
+
+def _gradients(workdir, analysis, log):
+    from memjax.analysis.gradients import run_gradients
+    run_gradients(workdir, analysis, log)
+
+
 # name -> (group, run(workdir, analysis_config, log)); one group runs once with all its names.
 def _registry(requested: list[str]) -> dict[str, tuple[str, Callable]]:
     over_training = [n for n in requested if n in ('convergence', 'noisy_vs_clean')]
@@ -43,10 +53,12 @@ def _registry(requested: list[str]) -> dict[str, tuple[str, Callable]]:
         'cka_matrix': ('cka_matrix', _cka_matrix),
         'stitching': ('stitching', _stitching),
         'finetune': ('finetune', _finetune),
+        'rewinding': ('rewinding', _rewinding),
+        'gradients': ('gradients', _gradients),
     }
 
 
-ANALYSIS_NAMES = ('convergence', 'noisy_vs_clean', 'cka_matrix', 'stitching', 'finetune')
+ANALYSIS_NAMES = ('convergence', 'noisy_vs_clean', 'cka_matrix', 'stitching', 'finetune', 'rewinding', 'gradients')
 
 
 def check_analyses(config) -> None:

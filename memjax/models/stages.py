@@ -50,6 +50,13 @@ class StageRun(NamedTuple):
     features: dict
 
 
+def _broadcast_mask(mask: jax.Array, x: jax.Array) -> jax.Array:
+    """A channel mask [C] or [B, C] shaped to multiply x: [B, ..., C]."""
+    if mask.ndim == 2 and x.ndim > 2:
+        mask = mask.reshape((mask.shape[0],) + (1,) * (x.ndim - 2) + (mask.shape[1],))
+    return mask.astype(x.dtype)
+
+
 @dataclasses.dataclass(frozen=True)
 class StagedModel:
     """A network as an ordered sequence of named Flax stages.
@@ -119,7 +126,7 @@ class StagedModel:
 
     def apply(self, variables: Variables, x: jax.Array, *, train: bool = False,
               start: str | int | None = None, stop: str | int | None = None,
-              capture: Sequence[str] | bool = ()) -> StageRun:
+              capture: Sequence[str] | bool = (), masks: dict | None = None) -> StageRun:
         """Runs stages `[start, stop)` on `x`, an activation at boundary `start`.
 
         Args:
@@ -132,6 +139,10 @@ class StagedModel:
             up to `num_stages`); default: run to the end.
           capture: stage names whose outputs to return in `features`, or True
             for every stage run.
+          masks: `{stage_name: mask}` multiplying that stage's output channels
+            (the last axis): `[C]` for all examples or `[B, C]` per example.
+            Zeros remove channels/neurons (P3's neuron ablation, example-tied
+            dropout); captured features are the masked ones.
 
         Returns:
           A `StageRun`.
@@ -153,6 +164,8 @@ class StagedModel:
                 batch_stats[name] = updates['batch_stats']
             else:
                 x = module.apply(stage_vars, x, train=train)
+            if masks and name in masks:
+                x = x * _broadcast_mask(masks[name], x)
             if name in capture:
                 features[name] = x
         if last == self.num_stages:

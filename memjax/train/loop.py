@@ -29,6 +29,7 @@ from memjax.report.summary import epoch_line, write_summary
 from memjax.run import build_run_model, load_run_data
 from memjax.rundir import RunDirectory, read_json, write_json
 from memjax.train import strategies as strategies_lib
+from memjax.train.gradient_split import rows_from_statistics, stage_statistics
 from memjax.train.metrics import epoch_metrics
 from memjax.train.replicas import data_keys, init_keys, make_replicas
 from memjax.train.state import init_state, make_optimizer
@@ -60,7 +61,7 @@ def _choose_strategy(config, run: RunDirectory, candidates: dict, stacked, chunk
     name = config.train.strategy
     record_path = run.file('strategy.json')
     if name == 'auto':
-        if len(chunk_args[1]) == 1:
+        if len(chunk_args[1]) == 1:  # labels [R, N]: a single replica
             name, record = 'loop', {'strategy': 'loop', 'reason': 'a single replica'}
         elif os.path.exists(record_path) and read_json(record_path).get('requested') == 'auto':
             record = read_json(record_path)
@@ -78,6 +79,13 @@ def _choose_strategy(config, run: RunDirectory, candidates: dict, stacked, chunk
     record['requested'] = config.train.strategy
     write_json(record_path, record)
     return candidates[name]
+
+
+def _record_gradients(run: RunDirectory, stacked, epoch: int, replicas):
+    """Appends this epoch's gradient accounting to gradients.jsonl and zeroes the sums."""
+    statistics = jax.vmap(stage_statistics)(stacked.grad_sums['clean'], stacked.grad_sums['noisy'])
+    run.append_metrics(rows_from_statistics(statistics, epoch, replicas), 'gradients.jsonl')
+    return stacked.replace(grad_sums=jax.tree_util.tree_map(jnp.zeros_like, stacked.grad_sums))
 
 
 def train(config, workdir: str, log: Callable[[str], None] = print) -> RunDirectory:
@@ -118,17 +126,19 @@ def train(config, workdir: str, log: Callable[[str], None] = print) -> RunDirect
     steps_per_epoch = n // batch_size
     tx = make_optimizer(train_cfg, steps_per_epoch)
     num_replicas = len(replicas)
-    init = jax.jit(jax.vmap(lambda key: init_state(model, tx, key, dataset.image_shape)))
+    accounting = bool(train_cfg.gradient_accounting)
+    init = jax.jit(jax.vmap(lambda key: init_state(model, tx, key, dataset.image_shape, accounting)))
     state = init(jnp.asarray(init_keys(train_cfg, replicas)))
     progress = {'active': np.ones(num_replicas, bool), 'converged_epoch': np.full(num_replicas, -1, np.int32)}
 
     pool, eval_batches = _image_pool(dataset, int(train_cfg.eval_batch_size))
     labels = jax.device_put(noise.labels)
+    noise_mask = jax.device_put(noise.mask)
     keys = data_keys(train_cfg, replicas)
     shared_data = bool(np.all(keys == keys[0]))
     keys = jnp.asarray(keys[0] if shared_data else keys)
     chunk_fn = make_train_chunk(model, tx, batch_size=batch_size, augment=bool(config.data.augment),
-                                mean=dataset.mean, std=dataset.std)
+                                mean=dataset.mean, std=dataset.std, gradient_accounting=accounting)
     predict_fn = make_predict(model, mean=dataset.mean, std=dataset.std)
     candidates = {name: cls(chunk_fn, predict_fn, shared_data)
                   for name, cls in strategies_lib.STRATEGIES.items()}
@@ -152,7 +162,7 @@ def train(config, workdir: str, log: Callable[[str], None] = print) -> RunDirect
     keep = dict(every=int(config.checkpoint.every), epochs=tuple(config.checkpoint.epochs))
     restored = checkpoints.restore_state(state, progress)
     first_chunk = min(int(train_cfg.steps_per_call) or default_steps_per_call(), steps_per_epoch)
-    chunk_args = (pool, labels, orders_for(1), 1, 0, keys, progress['active'], first_chunk)
+    chunk_args = (pool, labels, noise_mask, orders_for(1), 1, 0, keys, progress['active'], first_chunk)
     strategy = _choose_strategy(config, run, candidates, state, chunk_args, log)
     log(f'{num_replicas} replicas ({", ".join(r.name for r in replicas)}) of {model.name} on '
         f'{dataset.name} ({n} train / {dataset.val_labels.size} val / {dataset.test_labels.size} test), '
@@ -161,6 +171,7 @@ def train(config, workdir: str, log: Callable[[str], None] = print) -> RunDirect
         start_epoch, state, progress = restored
         progress = {k: np.array(v) for k, v in progress.items()}
         run.truncate_metrics(start_epoch)
+        run.truncate_metrics(start_epoch, 'gradients.jsonl')
         finished = not progress['active'].any() or start_epoch == int(train_cfg.epochs)
         if keep_epoch(start_epoch, **keep) or finished:  # its async save may have been cut off
             checkpoints.save_epoch(start_epoch, state.variables)
@@ -185,8 +196,8 @@ def train(config, workdir: str, log: Callable[[str], None] = print) -> RunDirect
         with _progress_bar(steps_per_epoch, f'epoch {epoch}/{train_cfg.epochs}') as bar:
             for first in range(0, steps_per_epoch, first_chunk):
                 steps = min(first_chunk, steps_per_epoch - first)
-                state, chunk_loss = strategy.train_chunk(state, pool, labels, orders, epoch, first, keys,
-                                                         progress['active'], steps)
+                state, chunk_loss = strategy.train_chunk(state, pool, labels, noise_mask, orders, epoch, first,
+                                                         keys, progress['active'], steps)
                 losses = losses + chunk_loss
                 bar.update(steps)
         rows = evaluate(strategy, state, epoch, strategies_lib.as_numpy(losses) / steps_per_epoch)
@@ -198,6 +209,9 @@ def train(config, workdir: str, log: Callable[[str], None] = print) -> RunDirect
                 progress['converged_epoch'][i] = epoch
         final = not progress['active'].any() or epoch == int(train_cfg.epochs)
         stacked = strategy.gather(state)
+        if accounting:
+            stacked = _record_gradients(run, stacked, epoch, replicas)
+            state = strategy.place(stacked)
         if keep_epoch(epoch, **keep) or final:
             checkpoints.save_epoch(epoch, stacked.variables)
         checkpoints.save_state(epoch, stacked, progress)

@@ -6,6 +6,7 @@ from typing import Any
 
 import flax.struct
 import jax
+import jax.numpy as jnp
 import optax
 
 from memjax.models.stages import StagedModel
@@ -21,6 +22,9 @@ class TrainState(flax.struct.PyTreeNode):
     params: Any
     batch_stats: Any
     opt_state: Any
+    # {'clean': params-like, 'noisy': params-like} sums of this epoch's gradient
+    # parts when train.gradient_accounting is on, else None.
+    grad_sums: Any = None
 
     @property
     def variables(self) -> dict:
@@ -36,8 +40,14 @@ def make_optimizer(train, steps_per_epoch: int) -> optax.GradientTransformation:
     )
 
 
+def zero_grad_sums(params: Any) -> dict:
+    zeros = jax.tree_util.tree_map(jnp.zeros_like, params)
+    return {'clean': zeros, 'noisy': zeros}
+
+
 def init_state(model: StagedModel, tx: optax.GradientTransformation, key: jax.Array,
-               image_shape: tuple[int, int, int]) -> TrainState:
+               image_shape: tuple[int, int, int], gradient_accounting: bool = False) -> TrainState:
     """A freshly initialised replica (call under jax.vmap for R replicas)."""
     variables = model.init(key, image_shape)
-    return TrainState(variables['params'], variables['batch_stats'], tx.init(variables['params']))
+    sums = zero_grad_sums(variables['params']) if gradient_accounting else None
+    return TrainState(variables['params'], variables['batch_stats'], tx.init(variables['params']), sums)

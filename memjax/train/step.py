@@ -17,6 +17,7 @@ import optax
 
 from memjax.data.pipeline import augment_key, normalize, random_crop_flip
 from memjax.models.stages import StagedModel
+from memjax.train.gradient_split import split_gradients
 from memjax.train.state import TrainState
 
 
@@ -37,13 +38,17 @@ def default_steps_per_call() -> int:
 
 
 def make_train_chunk(model: StagedModel, tx: optax.GradientTransformation, *, batch_size: int,
-                     augment: bool, mean: np.ndarray, std: np.ndarray) -> Callable:
+                     augment: bool, mean: np.ndarray, std: np.ndarray,
+                     gradient_accounting: bool = False) -> Callable:
     """Builds `train_chunk` for one replica.
 
-    train_chunk(state, images, labels, order, epoch, first_step, data_key, active, *, num_steps)
+    train_chunk(state, images, labels, noise_mask, order, epoch, first_step, data_key, active, *, num_steps)
       state: TrainState of one replica.
       images: uint8 [P, H, W, C], the run's image pool (training examples first).
       labels: int32 [N] this replica's (noisy) training labels.
+      noise_mask: bool [N] its relabelled examples (used by gradient accounting:
+        the step's gradient is computed as its clean and noisy parts, whose
+        sum is the ordinary gradient, and both are added to state.grad_sums).
       order: int32 [N] this epoch's permutation of the training examples.
       epoch, first_step: int32 scalars; the chunk runs batches
         first_step .. first_step + num_steps - 1 of the epoch.
@@ -56,7 +61,8 @@ def make_train_chunk(model: StagedModel, tx: optax.GradientTransformation, *, ba
     mean = jnp.asarray(mean, jnp.float32)
     std = jnp.asarray(std, jnp.float32)
 
-    def train_chunk(state, images, labels, order, epoch, first_step, data_key, active, *, num_steps):
+    def train_chunk(state, images, labels, noise_mask, order, epoch, first_step, data_key, active, *,
+                    num_steps):
         def one_step(state, i):
             batch = first_step + i
             idx = jax.lax.dynamic_slice_in_dim(order, batch * batch_size, batch_size)
@@ -64,14 +70,22 @@ def make_train_chunk(model: StagedModel, tx: optax.GradientTransformation, *, ba
             if augment:
                 x = random_crop_flip(x, augment_key(data_key, epoch, batch))
             x = normalize(x, mean, std, model.dtype)
+            sums = state.grad_sums
+            if gradient_accounting:
+                g_clean, g_noisy, batch_stats, losses = split_gradients(
+                    model, state.variables, x, y, noise_mask[idx], 1.0 / batch_size)
+                grads = jax.tree_util.tree_map(jnp.add, g_clean, g_noisy)
+                loss = losses.mean()
+                sums = {'clean': jax.tree_util.tree_map(jnp.add, sums['clean'], g_clean),
+                        'noisy': jax.tree_util.tree_map(jnp.add, sums['noisy'], g_noisy)}
+            else:
+                def loss_fn(params):
+                    run = model.apply({'params': params, 'batch_stats': state.batch_stats}, x, train=True)
+                    return cross_entropy(run.output, y), run.batch_stats
 
-            def loss_fn(params):
-                run = model.apply({'params': params, 'batch_stats': state.batch_stats}, x, train=True)
-                return cross_entropy(run.output, y), run.batch_stats
-
-            (loss, batch_stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+                (loss, batch_stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
             updates, opt_state = tx.update(grads, state.opt_state, state.params)
-            return TrainState(optax.apply_updates(state.params, updates), batch_stats, opt_state), loss
+            return TrainState(optax.apply_updates(state.params, updates), batch_stats, opt_state, sums), loss
 
         if num_steps == 1:
             new_state, loss = one_step(state, 0)

@@ -60,13 +60,14 @@ class VmapStrategy:
     def _train(self, num_steps: int) -> Callable:
         if num_steps not in self._compiled:
             fn = functools.partial(self._chunk_fn, num_steps=num_steps)
-            axes = (0, None, 0, self._data_axis, None, None, self._data_axis, 0)
+            axes = (0, None, 0, 0, self._data_axis, None, None, self._data_axis, 0)
             self._compiled[num_steps] = jax.jit(jax.vmap(fn, in_axes=axes))
         return self._compiled[num_steps]
 
-    def train_chunk(self, state, images, labels, orders, epoch, first_step, data_keys, active, num_steps):
-        """labels [R, N]; orders/data_keys [R, ...] or, with shared data, one [...]; active bool [R]."""
-        return self._train(num_steps)(state, images, labels, orders, epoch, first_step, data_keys,
+    def train_chunk(self, state, images, labels, noise_mask, orders, epoch, first_step, data_keys, active,
+                    num_steps):
+        """labels, noise_mask [R, N]; orders/data_keys [R, ...] or, with shared data, one [...]; active bool [R]."""
+        return self._train(num_steps)(state, images, labels, noise_mask, orders, epoch, first_step, data_keys,
                                       jnp.asarray(active))
 
     def predict(self, state, batches: list) -> jax.Array:
@@ -91,7 +92,8 @@ class LoopStrategy:
     def gather(self, states: list[TrainState]) -> TrainState:
         return stack_trees(states)
 
-    def train_chunk(self, states, images, labels, orders, epoch, first_step, data_keys, active, num_steps):
+    def train_chunk(self, states, images, labels, noise_mask, orders, epoch, first_step, data_keys, active,
+                    num_steps):
         new_states, losses = [], []
         for i, state in enumerate(states):
             if not active[i]:
@@ -100,7 +102,7 @@ class LoopStrategy:
                 continue
             order = orders if self._shared else orders[i]
             key = data_keys if self._shared else data_keys[i]
-            state, loss = self._train(state, images, labels[i], order, epoch, first_step, key,
+            state, loss = self._train(state, images, labels[i], noise_mask[i], order, epoch, first_step, key,
                                       True, num_steps=num_steps)
             new_states.append(state)
             losses.append(loss)
