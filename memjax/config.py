@@ -129,6 +129,29 @@ def base_config() -> ml_collections.ConfigDict:
         batch_size=256,
         strategy='loop',
     ))
+    c.analysis.retraining = ml_collections.ConfigDict(dict(
+        epochs=20,                      # P3: 20 epochs, one-cycle peaking at epoch 10
+        peak_epoch=10.0,
+        learning_rate=0.1,
+        momentum=0.9,
+        weight_decay=5e-4,
+        batch_size=128,
+        stages=(),                      # stages to retrain, one at a time (empty: all)
+        num_train=placeholder(int),     # training examples evaluated each epoch (None: all)
+        strategy='loop',
+        seed=0,
+    ))
+    c.analysis.neurons = ml_collections.ConfigDict(dict(
+        num_clean=32,                   # P3: 1000 clean + 1000 noisy examples
+        num_noisy=32,
+        max_neurons=30,                 # cap on neurons removed per example
+        noise_std=0.1,                  # input noise of the averaged classifier (normalised units)
+        noise_copies=5,
+        reference_batch=32,             # random training examples in the objective's mean loss
+        accuracy_examples=256,          # training subset for the accuracy after removal
+        parallel=64,                    # examples searched at once (vmap)
+        seed=0,
+    ))
     return c
 
 

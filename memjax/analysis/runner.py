@@ -44,6 +44,16 @@ def _gradients(workdir, analysis, log):
     run_gradients(workdir, analysis, log)
 
 
+def _retraining(workdir, analysis, log):
+    from memjax.analysis.retraining import run_retraining
+    run_retraining(workdir, analysis, log)
+
+
+def _neurons(workdir, analysis, log):
+    from memjax.analysis.neurons import run_neurons
+    run_neurons(workdir, analysis, log)
+
+
 # name -> (group, run(workdir, analysis_config, log)); one group runs once with all its names.
 def _registry(requested: list[str]) -> dict[str, tuple[str, Callable]]:
     over_training = [n for n in requested if n in ('convergence', 'noisy_vs_clean')]
@@ -55,10 +65,13 @@ def _registry(requested: list[str]) -> dict[str, tuple[str, Callable]]:
         'finetune': ('finetune', _finetune),
         'rewinding': ('rewinding', _rewinding),
         'gradients': ('gradients', _gradients),
+        'retraining': ('retraining', _retraining),
+        'neurons': ('neurons', _neurons),
     }
 
 
-ANALYSIS_NAMES = ('convergence', 'noisy_vs_clean', 'cka_matrix', 'stitching', 'finetune', 'rewinding', 'gradients')
+ANALYSIS_NAMES = ('convergence', 'noisy_vs_clean', 'cka_matrix', 'stitching', 'finetune', 'rewinding', 'gradients',
+                  'retraining', 'neurons')
 
 
 def check_analyses(config) -> None:
