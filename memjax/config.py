@@ -152,6 +152,16 @@ def base_config() -> ml_collections.ConfigDict:
         parallel=64,                    # examples searched at once (vmap)
         seed=0,
     ))
+    c.analysis.example_tied = ml_collections.ConfigDict(dict(
+        # (mode, p_gen, p_mem, p_drop); modes: example_tied | standard | sparse | none (P3 Table 3)
+        variants=(('example_tied', 0.4, 0.2, 0.0), ('standard', 0.0, 0.0, 0.4), ('sparse', 0.4, 0.0, 0.0)),
+        grid_p_gen=(),                  # with grid_p_mem: example-tied for every pair (P3 Table 2)
+        grid_p_mem=(),
+        noise_ratio=placeholder(float),  # whose labels (None: the first noisy replica)
+        epochs=placeholder(int),        # None: train.epochs
+        strategy='loop',
+        seed=0,
+    ))
     return c
 
 

@@ -54,6 +54,11 @@ def _neurons(workdir, analysis, log):
     run_neurons(workdir, analysis, log)
 
 
+def _example_tied(workdir, analysis, log):
+    from memjax.analysis.example_tied import run_example_tied
+    run_example_tied(workdir, analysis, log)
+
+
 # name -> (group, run(workdir, analysis_config, log)); one group runs once with all its names.
 def _registry(requested: list[str]) -> dict[str, tuple[str, Callable]]:
     over_training = [n for n in requested if n in ('convergence', 'noisy_vs_clean')]
@@ -67,11 +72,12 @@ def _registry(requested: list[str]) -> dict[str, tuple[str, Callable]]:
         'gradients': ('gradients', _gradients),
         'retraining': ('retraining', _retraining),
         'neurons': ('neurons', _neurons),
+        'example_tied': ('example_tied', _example_tied),
     }
 
 
 ANALYSIS_NAMES = ('convergence', 'noisy_vs_clean', 'cka_matrix', 'stitching', 'finetune', 'rewinding', 'gradients',
-                  'retraining', 'neurons')
+                  'retraining', 'neurons', 'example_tied')
 
 
 def check_analyses(config) -> None:
