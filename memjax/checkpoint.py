@@ -101,10 +101,23 @@ class Checkpoints:
             raise RunDirectoryError(
                 f"no checkpoint of epoch {epoch} in {self.directory}; kept epochs: {self.epochs()} "
                 "(set checkpoint.every / checkpoint.epochs before training to keep others)")
-        restored = self._epochs.restore(epoch, args=ocp.args.StandardRestore())
+        restored = self._epochs.restore(epoch, args=ocp.args.StandardRestore(self._local_target(epoch)))
         restored = jax.tree_util.tree_map(np.asarray, restored)
         restored.setdefault('batch_stats', {})
         return restored
+
+    def _local_target(self, epoch: int) -> Any:
+        """The saved tree's shapes and dtypes on this process's first device.
+
+        A run trained with replicas sharded over 8 devices restores on a
+        machine with one (orbax would otherwise ask for the saved topology).
+        """
+        path = os.path.join(self.directory, 'epochs', str(epoch), 'default')
+        metadata = ocp.StandardCheckpointer().metadata(path)
+        tree = getattr(metadata, 'item_metadata', metadata)
+        tree = getattr(tree, 'tree', tree)
+        device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+        return jax.tree_util.tree_map(lambda m: jax.ShapeDtypeStruct(tuple(m.shape), m.dtype, sharding=device), tree)
 
     def load_replica(self, epoch: int, replica: int) -> dict:
         """Variables of one replica at `epoch` (leaves without the R axis)."""

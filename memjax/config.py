@@ -66,7 +66,7 @@ def base_config() -> ml_collections.ConfigDict:
         data_seed=0,                    # data order and augmentation
         init_per_ratio=False,           # False: replicas of one seed share their initialisation
         gradient_accounting=False,      # record clean/noisy gradient parts per stage each epoch (P3)
-        strategy='auto',                # 'auto' | 'vmap' | 'loop'
+        strategy='auto',                # 'auto' | 'vmap' | 'loop' | 'shard' (replicas over devices)
         steps_per_call=0,               # steps per compiled call; 0 = auto (1 on CPU, 50 on GPU/TPU)
         eval_batch_size=1000,
     ))
@@ -196,7 +196,7 @@ def config_differences(old: dict, new: dict) -> list[str]:
 
 _CHOICES = {
     'train.schedule': ('constant', 'cosine', 'onecycle', 'step'),
-    'train.strategy': ('auto', 'vmap', 'loop'),
+    'train.strategy': ('auto', 'vmap', 'loop', 'shard'),
     'noise.mode': ('random', 'incorrect'),
     'model.dtype': ('float32', 'bfloat16'),
 }

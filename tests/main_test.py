@@ -81,3 +81,16 @@ def test_kill_9_then_the_same_command_resumes_to_the_uninterrupted_result(tmp_pa
     resumed_rows = open_run(str(tmp_path / 'resumed')).directory.read_metrics()
     straight_rows = open_run(str(tmp_path / 'straight')).directory.read_metrics()
     assert resumed_rows == straight_rows
+
+
+def test_replicas_sharded_over_8_devices_equal_the_single_device_run(tmp_path):
+    config = write_config(tmp_path, **{'train.epochs': 2, 'noise.ratios': (0.0, 0.25, 0.5, 0.75),
+                                       'seeds': (0, 1)})
+    env = {'XLA_FLAGS': '--xla_force_host_platform_device_count=8'}
+    sharded = cli(config, tmp_path / 'sharded', '--config.train.strategy=shard', env=env)
+    assert sharded.returncode == 0, sharded.stderr
+    assert 'strategy shard' in sharded.stdout
+    single = cli(config, tmp_path / 'single', '--config.train.strategy=vmap')
+    assert single.returncode == 0, single.stderr
+    assert_trees(final_variables(str(tmp_path / 'sharded')), final_variables(str(tmp_path / 'single')),
+                 exact=False, rtol=1e-4, atol=1e-5)

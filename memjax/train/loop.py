@@ -140,8 +140,10 @@ def train(config, workdir: str, log: Callable[[str], None] = print) -> RunDirect
     chunk_fn = make_train_chunk(model, tx, batch_size=batch_size, augment=bool(config.data.augment),
                                 mean=dataset.mean, std=dataset.std, gradient_accounting=accounting)
     predict_fn = make_predict(model, mean=dataset.mean, std=dataset.std)
-    candidates = {name: cls(chunk_fn, predict_fn, shared_data)
-                  for name, cls in strategies_lib.STRATEGIES.items()}
+    candidates = {'vmap': strategies_lib.VmapStrategy(chunk_fn, predict_fn, shared_data),
+                  'loop': strategies_lib.LoopStrategy(chunk_fn, predict_fn, shared_data)}
+    if len(jax.local_devices()) > 1 or train_cfg.strategy == 'shard':
+        candidates['shard'] = strategies_lib.ShardStrategy(chunk_fn, predict_fn, shared_data, num_replicas)
 
     def orders_for(epoch: int):
         if shared_data:
