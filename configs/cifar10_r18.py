@@ -1,39 +1,18 @@
-"""ResNet-18 on CIFAR-10 (P1 and P2) with random-label noise, trained until 99% training accuracy.
+"""P1 and P2: ResNet-18 on CIFAR-10, r in {0, 5, 10, 15, 20, 25, 37.5, 50, 67.5}%.
 
-One replica per noise ratio r in (0.0, 0.05, 0.1, 0.15, 0.2, 0.25, 0.375, 0.5, 0.675) (random labels,
-which may equal the true one; P1 also uses r = 0.675), CIFAR-style network
-(3x3 stem, no max-pool), SGD with momentum, cosine schedule. Params are kept
-every 5 epochs and at the first and last (R x ResNet x every epoch would be
-tens of GB); set --config.checkpoint.every=1 for full-resolution curves.
-
-Data: tfds `cifar10` prepared as array_record in data_dir (see README, "Data"),
-or --config.data.source=raw with the python-version tarball.
+Random-label noise, trained until 99% training accuracy; the shared recipe
+is in memjax/paper_settings.py.
 
 Command:
     python -m memjax.main --config=configs/cifar10_r18.py --workdir=runs/cifar10_r18 \
         --config.data.data_dir=$HOME/tensorflow_datasets
-Expected time on one H100: about an hour in bfloat16 (9 replicas x 3.3 GFLOP per training image, up to
-200 epochs; an estimate from the FLOP count at ~30% of peak, not a measurement;
-replicas stop as they converge).
+Expected time on one H100: about an hour in bfloat16 (9 replicas x 3.3 GFLOP per training image,
+up to 200 epochs; an estimate from the FLOP count at ~30% of peak, not a
+measurement; replicas stop as they converge).
 """
 
-from memjax.config import base_config
+from memjax.paper_settings import P2_RATIOS, random_label_sweep
 
 
 def get_config():
-    c = base_config()
-    c.data.source = 'tfds'
-    c.data.name = 'cifar10'
-    c.data.val_size = 5000
-    c.noise.ratios = (0.0, 0.05, 0.1, 0.15, 0.2, 0.25, 0.375, 0.5, 0.675)
-    c.noise.mode = 'random'
-    c.model.name = 'resnet18'
-    c.model.dtype = 'bfloat16'
-    c.train.epochs = 200
-    c.train.batch_size = 128
-    c.train.learning_rate = 0.1
-    c.train.schedule = 'cosine'
-    c.train.weight_decay = 5e-4
-    c.train.stop_accuracy = 0.99
-    c.checkpoint.every = 5
-    return c
+    return random_label_sweep('cifar10', 'resnet18', P2_RATIOS + (0.675,))

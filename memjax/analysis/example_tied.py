@@ -32,6 +32,7 @@ import numpy as np
 from memjax.analysis.dropout_masks import MODES, evaluation_mask, training_mask
 from memjax.analysis.neurons import full_masks
 from memjax.data.pipeline import normalize
+from memjax.analysis.settings import AnalysisSettings
 from memjax.errors import ConfigError
 from memjax.report.tables import text_table, write_csv
 from memjax.run import open_run
@@ -44,7 +45,7 @@ EVALUATIONS = ('as_trained', 'generalization', 'all')
 
 
 @dataclasses.dataclass(frozen=True)
-class ExampleTiedSettings:
+class ExampleTiedSettings(AnalysisSettings):
     variants: tuple = (('example_tied', 0.4, 0.2, 0.0), ('standard', 0.0, 0.0, 0.4), ('sparse', 0.4, 0.0, 0.0))
     grid_p_gen: tuple = ()      # with grid_p_mem: example-tied variants for every pair (Table 2)
     grid_p_mem: tuple = ()
@@ -53,12 +54,6 @@ class ExampleTiedSettings:
     strategy: str = 'loop'
     seed: int = 0
 
-    @classmethod
-    def from_config(cls, node) -> 'ExampleTiedSettings':
-        values = node.to_dict() if hasattr(node, 'to_dict') else dict(node or {})
-        values = {k: (tuple(tuple(x) if isinstance(x, list) else x for x in v) if isinstance(v, (list, tuple)) else v)
-                  for k, v in values.items()}
-        return cls(**values)
 
     def all_variants(self) -> list[tuple]:
         grid = [('example_tied', g, m, 0.0) for g, m in itertools.product(self.grid_p_gen, self.grid_p_mem)]

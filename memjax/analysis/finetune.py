@@ -26,6 +26,7 @@ import numpy as np
 import optax
 
 from memjax.analysis.stage_training import StageTrainer
+from memjax.analysis.settings import AnalysisSettings
 from memjax.errors import ConfigError
 from memjax.report.stage_plots import stage_accuracy_grid
 from memjax.report.tables import write_csv
@@ -36,7 +37,7 @@ DATASETS = ('val', 'noisy_true')
 
 
 @dataclasses.dataclass(frozen=True)
-class FinetuneSettings:
+class FinetuneSettings(AnalysisSettings):
     epochs: int = 5
     learning_rate: float = 0.01
     optimizer: str = 'sgd'
@@ -46,16 +47,13 @@ class FinetuneSettings:
     strategy: str = 'loop'
     seed: int = 0
 
-    @classmethod
-    def from_config(cls, node) -> 'FinetuneSettings':
-        values = node.to_dict() if hasattr(node, 'to_dict') else dict(node or {})
-        s = cls(**{k: (tuple(v) if isinstance(v, list) else v) for k, v in values.items()})
-        for name in s.datasets:
+
+    def validate(self) -> None:
+        for name in self.datasets:
             if name not in DATASETS:
                 raise ConfigError(f"analysis.finetune.datasets has {name!r}; use 'val' and/or 'noisy_true'")
-        if s.optimizer not in ('sgd', 'adam'):
-            raise ConfigError(f"analysis.finetune.optimizer={s.optimizer!r}; use 'sgd' or 'adam'")
-        return s
+        if self.optimizer not in ('sgd', 'adam'):
+            raise ConfigError(f"analysis.finetune.optimizer={self.optimizer!r}; use 'sgd' or 'adam'")
 
     def make_optimizer(self) -> optax.GradientTransformation:
         if self.optimizer == 'adam':

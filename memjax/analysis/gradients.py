@@ -32,6 +32,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from memjax.analysis.settings import AnalysisSettings
 from memjax.data.pipeline import normalize
 from memjax.report import p3_plots
 from memjax.report.tables import write_csv
@@ -43,17 +44,13 @@ COLUMNS = ('epoch', 'replica', 'noise_ratio', 'seed', 'stage', 'clean_norm', 'no
 
 
 @dataclasses.dataclass(frozen=True)
-class GradientSettings:
+class GradientSettings(AnalysisSettings):
     source: str = 'auto'        # auto | training | checkpoints
     epochs: tuple = ()          # kept epochs (checkpoints source; empty: all)
     num_train: int | None = None  # examples of the training set (checkpoints source; None: all)
     batch_size: int = 256
     strategy: str = 'loop'
 
-    @classmethod
-    def from_config(cls, node) -> 'GradientSettings':
-        values = node.to_dict() if hasattr(node, 'to_dict') else dict(node or {})
-        return cls(**{k: (tuple(v) if isinstance(v, list) else v) for k, v in values.items()})
 
 
 def gradients_from_checkpoints(run, s: GradientSettings, log: Callable[[str], None]) -> list[dict]:

@@ -33,6 +33,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from memjax.data.pipeline import normalize
+from memjax.analysis.settings import AnalysisSettings
 from memjax.errors import ConfigError
 from memjax.models import StagedModel
 from memjax.report import p3_plots
@@ -41,7 +42,7 @@ from memjax.run import open_run
 
 
 @dataclasses.dataclass(frozen=True)
-class NeuronSettings:
+class NeuronSettings(AnalysisSettings):
     num_clean: int = 32
     num_noisy: int = 32
     max_neurons: int = 30
@@ -52,10 +53,6 @@ class NeuronSettings:
     parallel: int = 64               # examples searched at once
     seed: int = 0
 
-    @classmethod
-    def from_config(cls, node) -> 'NeuronSettings':
-        values = node.to_dict() if hasattr(node, 'to_dict') else dict(node or {})
-        return cls(**values)
 
 
 def full_masks(model: StagedModel, variables: dict, example_shape: tuple) -> dict:

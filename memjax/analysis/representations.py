@@ -17,6 +17,7 @@ import numpy as np
 
 from memjax.analysis.cka import stacked_grams
 from memjax.data.pipeline import normalize
+from memjax.analysis.settings import AnalysisSettings
 from memjax.errors import ConfigError
 from memjax.models import StagedModel
 
@@ -26,7 +27,7 @@ SPLITS = ('test', 'val', 'train')
 
 
 @dataclasses.dataclass(frozen=True)
-class CkaSettings:
+class CkaSettings(AnalysisSettings):
     """How representations are compared (config: `analysis.cka`)."""
 
     split: str = 'test'
@@ -47,12 +48,6 @@ class CkaSettings:
     def debiased(self) -> bool:
         return self.estimator.endswith('debiased')
 
-    @classmethod
-    def from_config(cls, node) -> 'CkaSettings':
-        values = node.to_dict() if hasattr(node, 'to_dict') else dict(node or {})
-        settings = cls(**{k: (tuple(v) if isinstance(v, list) else v) for k, v in values.items()})
-        settings.validate()
-        return settings
 
     def validate(self) -> None:
         if self.split not in SPLITS:

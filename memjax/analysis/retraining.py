@@ -27,6 +27,7 @@ import optax
 
 from memjax.analysis.evaluation import training_metrics
 from memjax.analysis.stage_training import StageTrainer
+from memjax.analysis.settings import AnalysisSettings
 from memjax.errors import ConfigError
 from memjax.report import p3_plots
 from memjax.report.tables import write_csv
@@ -34,7 +35,7 @@ from memjax.run import open_run
 
 
 @dataclasses.dataclass(frozen=True)
-class RetrainSettings:
+class RetrainSettings(AnalysisSettings):
     epochs: int = 20
     peak_epoch: float = 10.0
     learning_rate: float = 0.1
@@ -46,10 +47,6 @@ class RetrainSettings:
     strategy: str = 'loop'
     seed: int = 0
 
-    @classmethod
-    def from_config(cls, node) -> 'RetrainSettings':
-        values = node.to_dict() if hasattr(node, 'to_dict') else dict(node or {})
-        return cls(**{k: (tuple(v) if isinstance(v, list) else v) for k, v in values.items()})
 
     def optimizer(self, steps_per_epoch: int) -> optax.GradientTransformation:
         total, peak = self.epochs * steps_per_epoch, self.peak_epoch * steps_per_epoch

@@ -23,6 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from memjax.analysis.evaluation import Evaluator, training_metrics
+from memjax.analysis.settings import AnalysisSettings
 from memjax.errors import ConfigError
 from memjax.report import p3_plots
 from memjax.report.tables import write_csv
@@ -30,17 +31,13 @@ from memjax.run import open_run
 
 
 @dataclasses.dataclass(frozen=True)
-class RewindSettings:
+class RewindSettings(AnalysisSettings):
     epochs: tuple = ()          # kept epochs to rewind to (empty: all)
     num_train: int | None = None  # training examples evaluated (None: all)
     num_test: int | None = None
     last_k: bool = True
     strategy: str = 'loop'
 
-    @classmethod
-    def from_config(cls, node) -> 'RewindSettings':
-        values = node.to_dict() if hasattr(node, 'to_dict') else dict(node or {})
-        return cls(**{k: (tuple(v) if isinstance(v, list) else v) for k, v in values.items()})
 
 
 def rewound(model, final: dict, past: dict, stages) -> dict:

@@ -27,6 +27,7 @@ import optax
 from memjax.analysis.stitch_layer import (StitchLayer, init_stitch, least_squares_params,
                                           normal_equations)
 from memjax.data.pipeline import normalize
+from memjax.analysis.settings import AnalysisSettings
 from memjax.errors import ConfigError
 from memjax.models import StagedModel
 from memjax.train.step import cross_entropy
@@ -34,7 +35,7 @@ from memjax.train.strategies import Lifted
 
 
 @dataclasses.dataclass(frozen=True)
-class StitchSettings:
+class StitchSettings(AnalysisSettings):
     """`analysis.stitching` config."""
 
     epochs: int = 10
@@ -50,18 +51,15 @@ class StitchSettings:
     seed: int = 0
     eval_batch_size: int = 1000
 
-    @classmethod
-    def from_config(cls, node) -> 'StitchSettings':
-        values = node.to_dict() if hasattr(node, 'to_dict') else dict(node or {})
-        settings = cls(**{k: (tuple(v) if isinstance(v, list) else v) for k, v in values.items()})
-        if settings.optimizer not in ('adam', 'sgd'):
-            raise ConfigError(f"analysis.stitching.optimizer={settings.optimizer!r}; use 'adam' or 'sgd'")
-        if settings.strategy not in ('vmap', 'loop'):
-            raise ConfigError(f"analysis.stitching.strategy={settings.strategy!r}; use 'vmap' or 'loop'")
-        if settings.batchnorm and settings.init == 'least_squares':
+    def validate(self) -> None:
+        if self.optimizer not in ('adam', 'sgd'):
+            raise ConfigError(f"analysis.stitching.optimizer={self.optimizer!r}; use 'adam' or 'sgd'")
+        if self.strategy not in ('vmap', 'loop'):
+            raise ConfigError(f"analysis.stitching.strategy={self.strategy!r}; use 'vmap' or 'loop'")
+        if self.batchnorm and self.init == 'least_squares':
             raise ConfigError("analysis.stitching.init='least_squares' fits the plain stitch layer; with "
                               "batchnorm=True use init='identity' or 'random'")
-        return settings
+
 
 
 def stitch_points(model: StagedModel, names: tuple) -> list[int]:
