@@ -96,6 +96,9 @@ def train(config, workdir: str, log: Callable[[str], None] = print) -> RunDirect
     run.check_compatible(config_dict)
     if run.status()['status'] == 'complete':
         log(f'run in {run.path} is complete (epoch {run.status()["epoch"]}); nothing to train')
+        if os.path.exists(run.file('summary.txt')):
+            with open(run.file('summary.txt')) as f:
+                log(f.read())
         return run
     # Everything that can fail on bad input happens before the directory is written.
     dataset = load_run_data(config)
