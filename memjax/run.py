@@ -14,6 +14,7 @@ import numpy as np
 
 from memjax.checkpoint import Checkpoints
 from memjax.data.dataset import Dataset, load_dataset
+from memjax.errors import ConfigError
 from memjax.models import StagedModel, build_model
 from memjax.rundir import RunDirectory, read_json
 from memjax.train.replicas import Replica
@@ -64,6 +65,13 @@ class Run:
 
     def final_epoch(self) -> int:
         return self.epochs()[-1]
+
+    def noisy_replicas(self, analysis: str) -> list[Replica]:
+        """The replicas with r > 0; a clear error for an analysis that needs one."""
+        noisy = [rep for rep in self.replicas if rep.noise_ratio > 0]
+        if not noisy:
+            raise ConfigError(f'{analysis} needs a noisy replica (r > 0) in noise.ratios')
+        return noisy
 
     def replica_index(self, noise_ratio: float, seed: int) -> int:
         for rep in self.replicas:

@@ -43,8 +43,7 @@ from memjax.checkpoint import Checkpoints  # noqa: E402
 from memjax.config import base_config  # noqa: E402
 from memjax.models import build_model  # noqa: E402
 from memjax.train.state import init_state, make_optimizer  # noqa: E402
-from memjax.train.step import default_steps_per_call, make_predict, make_train_chunk  # noqa: E402
-from memjax.train.strategies import LoopStrategy  # noqa: E402
+from memjax.train.step import default_steps_per_call, make_train_chunk  # noqa: E402
 
 
 def memjax_single(model_name: str, batch: int, dtype: str, calls: int, steps: int | None = None) -> dict:

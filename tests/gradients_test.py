@@ -5,7 +5,6 @@ import os
 import jax
 import jax.numpy as jnp
 import numpy as np
-import pytest
 
 from helpers import tiny_config
 from memjax.analysis.runner import run_analyses

@@ -1,6 +1,5 @@
 """The critical-neuron search finds a planted neuron; the AUC is a rank statistic."""
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np

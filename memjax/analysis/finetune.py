@@ -26,6 +26,7 @@ import numpy as np
 import optax
 
 from memjax.analysis.stage_training import StageTrainer
+from memjax.analysis.representations import resolve_stages
 from memjax.analysis.settings import AnalysisSettings
 from memjax.errors import ConfigError
 from memjax.report.stage_plots import stage_accuracy_grid
@@ -65,10 +66,8 @@ def run_finetune(workdir: str, analysis, log: Callable[[str], None] = print) -> 
     run = open_run(workdir)
     s = FinetuneSettings.from_config(analysis.get('finetune'))
     model, data = run.model, run.dataset
-    noisy = [r.index for r in run.replicas if r.noise_ratio > 0]
-    if not noisy:
-        raise ConfigError('finetune needs a noisy replica (r > 0) in noise.ratios')
-    stages = [model.stage_names[model.stage_index(x)] for x in s.stages] or list(model.stage_names)
+    noisy = [r.index for r in run.noisy_replicas('finetune')]
+    stages = list(resolve_stages(model, s.stages))
     n, v = data.num_train, data.val_labels.size
     pool = jnp.asarray(np.concatenate([data.train_images, data.val_images, data.test_images]))
     true_pool = np.concatenate([data.train_labels, data.val_labels, data.test_labels])

@@ -30,7 +30,6 @@ from typing import Callable
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from memjax.analysis.settings import AnalysisSettings
 from memjax.data.pipeline import normalize

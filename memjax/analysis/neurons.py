@@ -34,7 +34,6 @@ import numpy as np
 
 from memjax.data.pipeline import normalize
 from memjax.analysis.settings import AnalysisSettings
-from memjax.errors import ConfigError
 from memjax.models import StagedModel
 from memjax.report import p3_plots
 from memjax.report.tables import write_csv
@@ -149,9 +148,7 @@ def run_neurons(workdir: str, analysis, log: Callable[[str], None] = print) -> N
     run = open_run(workdir)
     s = NeuronSettings.from_config(analysis.get('neurons'))
     model, data = run.model, run.dataset
-    noisy_replicas = [r for r in run.replicas if r.noise_ratio > 0]
-    if not noisy_replicas:
-        raise ConfigError('neurons needs a noisy replica (r > 0) in noise.ratios')
+    noisy_replicas = run.noisy_replicas('neurons')
     final = run.checkpoints.load_epoch(run.final_epoch())
     rng = np.random.default_rng(s.seed)
     images = jnp.asarray(normalize(data.train_images, data.mean, data.std))

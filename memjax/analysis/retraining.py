@@ -27,11 +27,13 @@ import optax
 
 from memjax.analysis.evaluation import training_metrics
 from memjax.analysis.stage_training import StageTrainer
+from memjax.analysis.representations import resolve_stages
 from memjax.analysis.settings import AnalysisSettings
 from memjax.errors import ConfigError
 from memjax.report import p3_plots
 from memjax.report.tables import write_csv
 from memjax.run import open_run
+from memjax.train.schedules import one_cycle
 
 
 @dataclasses.dataclass(frozen=True)
@@ -49,9 +51,7 @@ class RetrainSettings(AnalysisSettings):
 
 
     def optimizer(self, steps_per_epoch: int) -> optax.GradientTransformation:
-        total, peak = self.epochs * steps_per_epoch, self.peak_epoch * steps_per_epoch
-        schedule = lambda step: self.learning_rate * jnp.interp(step, jnp.array([0.0, peak, total]),
-                                                                jnp.array([0.0, 1.0, 0.0]))
+        schedule = one_cycle(self.learning_rate, self.peak_epoch * steps_per_epoch, self.epochs * steps_per_epoch)
         return optax.chain(optax.add_decayed_weights(self.weight_decay),
                            optax.sgd(schedule, momentum=self.momentum or None))
 
@@ -60,12 +60,9 @@ def run_retraining(workdir: str, analysis, log: Callable[[str], None] = print) -
     run = open_run(workdir)
     s = RetrainSettings.from_config(analysis.get('retraining'))
     model, data = run.model, run.dataset
-    noisy = [r.index for r in run.replicas if r.noise_ratio > 0]
-    if not noisy:
-        raise ConfigError('retraining needs a noisy replica (r > 0) in noise.ratios')
-    stages = [model.stage_names[model.stage_index(x)] for x in s.stages] or list(model.stage_names)
+    noisy = [r.index for r in run.noisy_replicas('retraining')]
+    stages = list(resolve_stages(model, s.stages))
     n_eval = min(s.num_train or data.num_train, data.num_train)
-    n = data.num_train
     pool = jnp.asarray(np.concatenate([data.train_images, data.test_images]))
     eval_images = jnp.asarray(np.concatenate([data.train_images[:n_eval], data.test_images]))
     labels = jnp.asarray(np.concatenate([run.noise['labels'][noisy],

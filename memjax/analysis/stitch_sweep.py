@@ -138,8 +138,8 @@ def run_stitching(workdir: str, analysis, log: Callable[[str], None] = print) ->
                                        'critical_depth': name, 'depth': depth,
                                        'stage': None if not depth else model.stage_names[depth - 1]})
     _write(run, rows, baselines, depth_rows, chance, settings)
-    log(f'  stitching: results/stitching/stitching.csv, critical_depths.csv; '
-        f'figures/stitching_clean_to_noisy.png, stitching_noisy_to_clean.png, stitching_vs_noise.png')
+    log('  stitching: results/stitching/stitching.csv, critical_depths.csv; '
+        'figures/stitching_clean_to_noisy.png, stitching_noisy_to_clean.png, stitching_vs_noise.png')
 
 
 def _write(run: Run, rows: list, baselines: list, depth_rows: list, chance: float, settings) -> None:

@@ -6,7 +6,7 @@ from typing import Sequence
 
 import numpy as np
 
-from memjax.report.plots import plt, ratio_colors
+from memjax.report.plots import plt
 
 
 def _mean(values) -> float:

@@ -6,6 +6,12 @@ import jax.numpy as jnp
 import optax
 
 
+def one_cycle(peak_value: float, peak_step: float, total_steps: float) -> optax.Schedule:
+    """Linear 0 -> peak_value at peak_step -> 0 at total_steps (P3's one-cycle)."""
+    return lambda step: peak_value * jnp.interp(step, jnp.array([0.0, peak_step, total_steps]),
+                                                jnp.array([0.0, 1.0, 0.0]))
+
+
 def make_schedule(train, steps_per_epoch: int) -> optax.Schedule:
     """The schedule named by `train.schedule`.
 
@@ -23,7 +29,7 @@ def make_schedule(train, steps_per_epoch: int) -> optax.Schedule:
         return optax.cosine_decay_schedule(lr, total)
     if train.schedule == 'onecycle':
         peak = float(train.peak_epoch) * steps_per_epoch
-        return lambda step: lr * jnp.interp(step, jnp.array([0.0, peak, total]), jnp.array([0.0, 1.0, 0.0]))
+        return one_cycle(lr, peak, total)
     if train.schedule == 'step':
         boundaries = {int(m * steps_per_epoch): float(train.gamma) for m in train.milestones}
         return optax.piecewise_constant_schedule(lr, boundaries)
