@@ -17,7 +17,7 @@ x ~1.2 GFLOP per training image; an estimate from the FLOP count, not a
 measurement).
 """
 
-from memjax.config import base_config
+from memjax.experiment import base_config
 
 
 def get_config():

@@ -16,7 +16,7 @@ Command (the data comes from Debian's dataset-fashion-mnist package):
 Expected time: about 10 minutes on a 2-core CPU, analyses included (see README).
 """
 
-from memjax.config import base_config
+from memjax.experiment import base_config
 
 
 def get_config():

@@ -14,7 +14,7 @@ Expected time on one GPU: minutes (8 replicas of a 0.1 GFLOP/image CNN; an
 estimate from the FLOP count, not a measurement).
 """
 
-from memjax.config import base_config
+from memjax.experiment import base_config
 
 
 def get_config():

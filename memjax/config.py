@@ -1,9 +1,10 @@
-"""The full set of config keys with their defaults, and their validation.
+"""The training keys of a config (data, noise, model, train, checkpoint), their defaults and checks.
 
-Config files in `configs/` start from `base_config()` and change what their
-experiment needs; every key any part of memjax reads is defined here, so
-`--config.a.b=...` overrides are type-checked by ml_collections. The README's
-"Config keys" section documents each one.
+Config files in `configs/` start from `memjax.experiment.base_config()`, which
+adds the analysis keys (built from the analyses' Settings dataclasses) to
+these; every key is defined once, so `--config.a.b=...` overrides are
+type-checked by ml_collections. The README's "Config keys" section documents
+each one.
 """
 
 from __future__ import annotations
@@ -21,7 +22,8 @@ RUNTIME_KEYS = ('train.strategy', 'train.steps_per_call', 'train.eval_batch_size
                 'checkpoint.async_save', 'analyses', 'analysis')
 
 
-def base_config() -> ml_collections.ConfigDict:
+def training_config() -> ml_collections.ConfigDict:
+    """The keys of data, noise, model, training and checkpoints (analyses: `memjax.experiment`)."""
     c = ml_collections.ConfigDict()
     c.data = ml_collections.ConfigDict(dict(
         source='raw',                   # 'raw' | 'tfds' | 'synthetic'
@@ -74,93 +76,6 @@ def base_config() -> ml_collections.ConfigDict:
         every=1,                        # keep params + batch_stats every k epochs (0 = only first/last)
         epochs=(),                      # explicit epochs to keep instead of `every`
         async_save=True,
-    ))
-    c.analyses = ()                     # analyses run after training, in order
-    c.analysis = ml_collections.ConfigDict()
-    c.analysis.cka = ml_collections.ConfigDict(dict(
-        split='test',                   # examples the representations are computed on: test | val | train
-        num_examples=1000,
-        estimator='linear',             # linear | debiased | rbf | rbf_debiased
-        bandwidth=0.5,                  # rbf: width as a fraction of the median distance
-        pooling='flatten',              # conv maps: flatten (the papers) | mean (spatial mean)
-        minibatch_size=placeholder(int),  # minibatch CKA over batches of this size (None: all at once)
-        forward_batch=500,              # examples per forward pass
-        stages=(),                      # stage names to compare (empty: all)
-        epochs=(),                      # kept epochs to use (empty: all)
-    ))
-    c.analysis.cka_matrix = ml_collections.ConfigDict(dict(
-        pairs=(),                       # (((r_a, seed_a, epoch_a), (r_b, seed_b, epoch_b)), ...); epoch -1 = final
-    ))
-    c.analysis.stitching = ml_collections.ConfigDict(dict(
-        epochs=10,                      # epochs of stitch-layer training on the validation split
-        learning_rate=1e-3,
-        batch_size=128,
-        optimizer='adam',               # adam | sgd
-        init='least_squares',           # least_squares | identity | random
-        batchnorm=False,                # BN -> S -> BN (Bansal et al.)
-        points=(),                      # stages after which to stitch (empty: every boundary but the last)
-        strategy='loop',                # vmap | loop: how the stitches of one point are trained together
-        memorization_tolerance=0.05,    # "near chance": memorization accuracy <= 1/K + this
-        generalization_tolerance=0.02,  # "matches": test accuracy >= clean test accuracy - this
-        seed=0,
-        eval_batch_size=1000,
-    ))
-    c.analysis.finetune = ml_collections.ConfigDict(dict(
-        epochs=5,                       # epochs of fine-tuning one stage
-        learning_rate=0.01,
-        optimizer='sgd',                # sgd (momentum 0.9) | adam
-        batch_size=128,
-        stages=(),                      # stages to fine-tune, one at a time (empty: all)
-        datasets=('val', 'noisy_true'),  # validation split | D_n^r with true labels
-        strategy='loop',                # vmap | loop over the noisy replicas
-        seed=0,
-    ))
-    c.analysis.rewinding = ml_collections.ConfigDict(dict(
-        epochs=(),                      # kept epochs to rewind to (empty: all)
-        num_train=placeholder(int),     # training examples evaluated (None: all)
-        num_test=placeholder(int),      # test examples evaluated (None: all)
-        last_k=True,                    # also rewind the last k stages together (P5)
-        strategy='loop',                # vmap | loop over replicas
-    ))
-    c.analysis.gradients = ml_collections.ConfigDict(dict(
-        source='auto',                  # auto (training record if present) | training | checkpoints
-        epochs=(),                      # kept epochs (checkpoints source; empty: all)
-        num_train=placeholder(int),     # training examples used (checkpoints source; None: all)
-        batch_size=256,
-        strategy='loop',
-    ))
-    c.analysis.retraining = ml_collections.ConfigDict(dict(
-        epochs=20,                      # P3: 20 epochs, one-cycle peaking at epoch 10
-        peak_epoch=10.0,
-        learning_rate=0.1,
-        momentum=0.9,
-        weight_decay=5e-4,
-        batch_size=128,
-        stages=(),                      # stages to retrain, one at a time (empty: all)
-        num_train=placeholder(int),     # training examples evaluated each epoch (None: all)
-        strategy='loop',
-        seed=0,
-    ))
-    c.analysis.neurons = ml_collections.ConfigDict(dict(
-        num_clean=32,                   # P3: 1000 clean + 1000 noisy examples
-        num_noisy=32,
-        max_neurons=30,                 # cap on neurons removed per example
-        noise_std=0.1,                  # input noise of the averaged classifier (normalised units)
-        noise_copies=5,
-        reference_batch=32,             # random training examples in the objective's mean loss
-        accuracy_examples=256,          # training subset for the accuracy after removal
-        parallel=64,                    # examples searched at once (vmap)
-        seed=0,
-    ))
-    c.analysis.example_tied = ml_collections.ConfigDict(dict(
-        # (mode, p_gen, p_mem, p_drop); modes: example_tied | standard | sparse | none (P3 Table 3)
-        variants=(('example_tied', 0.4, 0.2, 0.0), ('standard', 0.0, 0.0, 0.4), ('sparse', 0.4, 0.0, 0.0)),
-        grid_p_gen=(),                  # with grid_p_mem: example-tied for every pair (P3 Table 2)
-        grid_p_mem=(),
-        noise_ratio=placeholder(float),  # whose labels (None: the first noisy replica)
-        epochs=placeholder(int),        # None: train.epochs
-        strategy='loop',
-        seed=0,
     ))
     return c
 

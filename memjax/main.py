@@ -1,8 +1,10 @@
 """Command line: `python -m memjax.main --config=configs/<name>.py [--workdir=DIR] [--config.x.y=v]`.
 
-Trains the run of the config in the work directory (resuming it if it was
-interrupted) and then runs the analyses the config lists. Errors in the input
-print one line and exit with status 2, leaving the work directory untouched.
+Checks the whole config (training keys and every listed analysis's settings),
+trains the run of the config in the work directory (resuming it if it was
+interrupted), writes and prints its summary table, then runs the analyses the
+config lists. Errors in the input print one line and exit with status 2,
+leaving the work directory untouched.
 """
 
 from __future__ import annotations
@@ -25,13 +27,26 @@ def default_workdir(config_path: str) -> str:
     return os.path.join('runs', name)
 
 
-def run(config, workdir: str) -> None:
-    from memjax.analysis.runner import check_analyses, run_analyses
+def run(config, workdir: str, log=print) -> None:
+    """Check, train, summarise, analyse."""
+    from memjax.analysis.runner import run_analyses
+    from memjax.experiment import check
+    from memjax.report.summary import write_summary
     from memjax.train.loop import train
 
-    check_analyses(config)
-    train(config, workdir)
-    run_analyses(config, workdir)
+    settings = check(config)
+    directory = train(config, workdir, log)
+    log(write_summary(directory))
+    run_analyses(config, workdir, log, settings)
+
+
+def quiet_third_party_logs() -> None:
+    """No third-party log noise at the default verbosity (orbax and absl warn about routine things)."""
+    if not flags.FLAGS['verbosity'].present:
+        logging.set_verbosity(logging.ERROR)
+        import logging as std_logging
+        for name in ('absl', 'orbax', 'jax', 'tensorflow', 'etils'):
+            std_logging.getLogger(name).setLevel(std_logging.ERROR)
 
 
 def main(argv) -> None:
@@ -40,7 +55,7 @@ def main(argv) -> None:
     if _CONFIG.value is None:
         print('memjax: error: --config is required, e.g. --config=configs/default.py', file=sys.stderr)
         sys.exit(2)
-    logging.set_verbosity(logging.WARNING)  # orbax logs every file it writes at INFO
+    quiet_third_party_logs()
     workdir = _WORKDIR.value or default_workdir(flags.FLAGS['config'].config_filename)
     try:
         run(_CONFIG.value, workdir)

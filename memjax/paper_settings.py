@@ -11,7 +11,7 @@ Data: tfds prepared as array_record in data_dir (README, "Data"), or
 --config.data.source=raw with the python-version tarball.
 """
 
-from memjax.config import base_config
+from memjax.experiment import base_config
 
 P2_RATIOS = (0.0, 0.05, 0.1, 0.15, 0.2, 0.25, 0.375, 0.5)
 

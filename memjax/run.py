@@ -1,7 +1,9 @@
 """A trained run, opened for analysis: config, data, labels, model, checkpoints.
 
 Analyses never retrain the base models; they open the run directory with
-`open_run(workdir)` and read what training wrote.
+`open_run(workdir)` and read what training wrote. The helpers here are the
+one place where replicas are picked out of checkpoints, kept epochs chosen,
+clean partners found, result rows labelled and image pools split.
 """
 
 from __future__ import annotations
@@ -9,24 +11,45 @@ from __future__ import annotations
 import dataclasses
 import functools
 
+import jax
+import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
 from memjax.checkpoint import Checkpoints
 from memjax.data.dataset import Dataset, load_dataset
-from memjax.errors import ConfigError
-from memjax.models import StagedModel, build_model
+from memjax.data.replicas import Replica
+from memjax.errors import ConfigError, RunDirectoryError
+from memjax.models import StagedModel, model_from_config
 from memjax.rundir import RunDirectory, read_json
-from memjax.train.replicas import Replica
+
+SPLITS = ('train', 'val', 'test')
 
 
-def load_run_data(config) -> Dataset:
-    return load_dataset(config.data)
+@dataclasses.dataclass(frozen=True)
+class ImagePool:
+    """Named splits concatenated on the device, so many models run over all of them at once.
 
+    Attributes:
+      images: uint8 [P, H, W, C], the splits in `names` order.
+      names: the splits, e.g. ('train', 'test').
+      sizes: examples of each split.
+    """
 
-def build_run_model(config, num_classes: int) -> StagedModel:
-    m = config.model
-    return build_model(m.name, num_classes, m.width, m.dtype, depth=m.depth, heads=m.heads, patch=m.patch)
+    images: jax.Array
+    names: tuple[str, ...]
+    sizes: tuple[int, ...]
+
+    def indices(self, split: str) -> np.ndarray:
+        """Positions [n] of `split`'s examples in the pool."""
+        k = self.names.index(split)
+        start = sum(self.sizes[:k])
+        return np.arange(start, start + self.sizes[k])
+
+    def part(self, values: np.ndarray, split: str) -> np.ndarray:
+        """The entries of `values` [..., P] that belong to `split`."""
+        positions = self.indices(split)
+        return values[..., positions[0]:positions[-1] + 1] if positions.size else values[..., :0]
 
 
 @dataclasses.dataclass
@@ -47,24 +70,53 @@ class Run:
 
     @functools.cached_property
     def dataset(self) -> Dataset:
-        data = load_run_data(self.config)
+        data = load_dataset(self.config.data)
         if not np.array_equal(data.train_index, self.noise['train_index']):
-            raise RuntimeError('the data set no longer matches the run (train_index differs)')
+            raise RunDirectoryError('the data set no longer matches the run (train_index differs); '
+                                    'restore the data files it was trained on')
         return data
 
     @functools.cached_property
     def model(self) -> StagedModel:
-        return build_run_model(self.config, self.dataset.num_classes)
+        return model_from_config(self.config.model, self.dataset.num_classes)
 
     @functools.cached_property
     def checkpoints(self) -> Checkpoints:
         return Checkpoints(self.directory.checkpoint_dir)
 
+    # Epochs and variables --------------------------------------------------
     def epochs(self) -> list[int]:
         return self.checkpoints.epochs()
 
     def final_epoch(self) -> int:
         return self.epochs()[-1]
+
+    def kept_epochs(self, requested: tuple, key: str) -> list[int]:
+        """The kept epochs named by setting `key` (all when empty); one error line for missing ones."""
+        kept = self.epochs()
+        missing = [e for e in requested if e not in kept]
+        if missing:
+            raise ConfigError(f"{key}={tuple(requested)} asks for epochs that were not kept ({missing}); kept: "
+                              f"{kept}")
+        return [e for e in kept if not requested or e in requested]
+
+    def variables(self, epoch: int, replicas=None):
+        """Variables of the given replica indices at `epoch`, stacked [K, ...] on the device (all if None)."""
+        stacked = self.checkpoints.load_epoch(epoch)
+        if replicas is None:
+            return jax.tree_util.tree_map(jnp.asarray, stacked)
+        index = np.asarray(list(replicas))
+        return jax.tree_util.tree_map(lambda x: jnp.asarray(x[index]), stacked)
+
+    def replica_variables(self, epoch: int, replica: int):
+        """One replica's variables at `epoch` (no replica axis)."""
+        return jax.tree_util.tree_map(lambda x: jnp.asarray(x[replica]), self.checkpoints.load_epoch(epoch))
+
+    # Replicas --------------------------------------------------------------
+    def row(self, replica: int) -> dict:
+        """The columns that name a replica in every result table."""
+        rep = self.replicas[replica]
+        return {'replica': rep.index, 'noise_ratio': rep.noise_ratio, 'seed': rep.seed}
 
     def noisy_replicas(self, analysis: str) -> list[Replica]:
         """The replicas with r > 0; a clear error for an analysis that needs one."""
@@ -73,11 +125,45 @@ class Run:
             raise ConfigError(f'{analysis} needs a noisy replica (r > 0) in noise.ratios')
         return noisy
 
+    def clean_partner(self, replica: int, analysis: str) -> int:
+        """The r = 0 replica of the same seed as `replica`."""
+        seed = self.replicas[replica].seed
+        for rep in self.replicas:
+            if rep.noise_ratio == 0.0 and rep.seed == seed:
+                return rep.index
+        raise ConfigError(f"{analysis} needs a clean replica (r = 0) for seed {seed}; add 0.0 to noise.ratios")
+
+    def seed_groups(self, analysis: str) -> list[tuple[int, list[int]]]:
+        """[(clean replica, [noisy replicas of the same seed])], one per seed that has both."""
+        groups = []
+        for seed in sorted({r.seed for r in self.replicas}):
+            clean = [r.index for r in self.replicas if r.seed == seed and r.noise_ratio == 0.0]
+            noisy = [r.index for r in self.replicas if r.seed == seed and r.noise_ratio > 0.0]
+            if clean and noisy:
+                groups.append((clean[0], noisy))
+        if not groups:
+            raise ConfigError(f'{analysis} needs a clean (r = 0) and a noisy replica of the same seed; '
+                              'set noise.ratios to include 0.0 and at least one r > 0')
+        return groups
+
     def replica_index(self, noise_ratio: float, seed: int) -> int:
         for rep in self.replicas:
             if abs(rep.noise_ratio - noise_ratio) < 1e-9 and rep.seed == seed:
                 return rep.index
         raise KeyError(f'no replica with r={noise_ratio}, seed={seed}')
+
+    # Images ----------------------------------------------------------------
+    def split(self, name: str) -> tuple[np.ndarray, np.ndarray]:
+        """(images uint8 [n, H, W, C], labels [n]) of a split; train labels are the TRUE labels."""
+        data = self.dataset
+        return {'train': (data.train_images, data.train_labels), 'val': (data.val_images, data.val_labels),
+                'test': (data.test_images, data.test_labels)}[name]
+
+    def image_pool(self, *names: str, limits: dict | None = None) -> ImagePool:
+        """The named splits (each cut to `limits[name]` examples if given) as one device array."""
+        limits = limits or {}
+        parts = [self.split(name)[0][:limits.get(name)] for name in names]
+        return ImagePool(jnp.asarray(np.concatenate(parts)), tuple(names), tuple(p.shape[0] for p in parts))
 
 
 def open_run(workdir: str) -> Run:

@@ -26,7 +26,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from memjax.analysis.cka import cka_from_sums, pair_sums, transformed_gram
+from memjax.analysis.similarity.cka import cka_from_sums, pair_sums, transformed_gram
 
 STAGES = (('stem', 32 * 32 * 64), ('layer1.0', 32 * 32 * 64), ('layer1.1', 32 * 32 * 64),
           ('layer2.0', 16 * 16 * 128), ('layer2.1', 16 * 16 * 128), ('layer3.0', 8 * 8 * 256),

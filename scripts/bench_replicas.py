@@ -26,7 +26,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from memjax.config import base_config
+from memjax.experiment import base_config
 from memjax.models import build_model
 from memjax.train.state import init_state, make_optimizer
 from memjax.train.step import default_steps_per_call, make_predict, make_train_chunk

@@ -22,8 +22,8 @@ import time
 
 import jax
 
-from memjax.analysis.stitch_sweep import run_stitching
-from memjax.config import base_config
+from memjax.analysis.stitching.stitching import run_stitching
+from memjax.experiment import base_config
 from memjax.train.loop import train
 
 

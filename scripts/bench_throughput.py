@@ -40,7 +40,7 @@ sys.path.insert(0, os.path.dirname(__file__))
 from bench_replicas import bench_training  # noqa: E402
 
 from memjax.checkpoint import Checkpoints  # noqa: E402
-from memjax.config import base_config  # noqa: E402
+from memjax.experiment import base_config  # noqa: E402
 from memjax.models import build_model  # noqa: E402
 from memjax.train.state import init_state, make_optimizer  # noqa: E402
 from memjax.train.step import default_steps_per_call, make_train_chunk  # noqa: E402

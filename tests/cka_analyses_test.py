@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from helpers import tiny_config
-from memjax.analysis.runner import check_analyses, run_analyses
+from memjax.analysis.runner import run_analyses
+from memjax.experiment import check
 from memjax.errors import ConfigError
 from memjax.train.loop import train
 
@@ -76,8 +77,10 @@ def test_other_estimators_run_from_the_config(trained, settings):
 
 def test_bad_analysis_settings_are_clear_errors(trained):
     with pytest.raises(ConfigError, match="unknown analysis 'cca'"):
-        check_analyses(tiny_config(**{'analyses': ('cca',)}))
-    with pytest.raises(ConfigError, match="unknown stage 'layer9'"):
+        check(tiny_config(**{'analyses': ('cca',)}))
+    with pytest.raises(ConfigError, match="analysis.cka.stages names stage 'layer9', which cnn lacks"):
+        check(tiny_config(**{'analyses': ('convergence',), 'analysis.cka.stages': ('layer9',)}))
+    with pytest.raises(ConfigError, match="names stage 'layer9'"):
         analysed(trained, stages=('layer9',))
     with pytest.raises(ConfigError, match='multiple of'):
         analysed(trained, minibatch_size=10)

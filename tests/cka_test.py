@@ -2,7 +2,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from memjax.analysis import cka
+from memjax.analysis.similarity import cka
 
 rng = np.random.default_rng(0)
 

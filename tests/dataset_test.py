@@ -3,7 +3,7 @@ import os
 import numpy as np
 import pytest
 
-from memjax.config import base_config
+from memjax.experiment import base_config
 from memjax.data.dataset import load_dataset
 from memjax.data.synthetic import synthetic_splits
 from memjax.errors import ConfigError, DataNotFoundError

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from memjax.config import base_config
+from memjax.experiment import base_config
 
 
 def tiny_config(**overrides):

@@ -4,7 +4,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from memjax.analysis.neurons import (NeuronSettings, accuracy_after_removal, critical_neuron_search,
+from memjax.analysis.localization.neurons import (Settings, accuracy_after_removal, critical_neuron_search,
                                      detection_auc)
 from memjax.models.layers import DenseReLU
 from memjax.models.stages import StagedModel
@@ -26,7 +26,7 @@ def test_search_removes_exactly_the_planted_neuron():
     y = jnp.array([0, 0])
     ref_x = jnp.array([[1.0, 1.0, 0.0, 1.0], [0.0, 1.0, 0.0, 1.0]])  # class 1 examples
     ref_y = jnp.array([1, 1])
-    settings = NeuronSettings(max_neurons=3, noise_std=0.01, noise_copies=5, reference_batch=2, parallel=2)
+    settings = Settings(max_neurons=3, noise_std=0.01, noise_copies=5, reference_batch=2, parallel=2)
     result = critical_neuron_search(model, variables, x, y, ref_x, ref_y, settings, jax.random.PRNGKey(0))
     assert result['initially_correct'].all() and result['flipped'].all()
     assert result['count'].tolist() == [1, 1]

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from helpers import tiny_config
-from memjax.analysis.dropout_masks import evaluation_mask, memorization_mask, training_mask
-from memjax.analysis.rewinding import rewound
+from memjax.analysis.localization.dropout_masks import evaluation_mask, memorization_mask, training_mask
+from memjax.analysis.localization.rewinding import rewound
 from memjax.analysis.runner import run_analyses
 from memjax.run import open_run
 from memjax.train.loop import train

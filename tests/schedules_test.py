@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from memjax.config import base_config
+from memjax.experiment import base_config
 from memjax.train.schedules import make_schedule
 
 

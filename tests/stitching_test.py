@@ -8,11 +8,13 @@ import numpy as np
 import pytest
 
 from helpers import tiny_config
-from memjax.analysis.critical_depths import critical_depths
+from memjax.analysis.stitching.critical_depths import critical_depths
 from memjax.analysis.runner import run_analyses
+from memjax.experiment import check
 from memjax.analysis.stage_training import StageTrainer
-from memjax.analysis.stitch_layer import least_squares_params, normal_equations
-from memjax.analysis.stitching import StitchSettings, StitchTrainer, stitch_points
+from memjax.analysis.stitching.stitch_layer import least_squares_params, normal_equations
+from memjax.analysis.stitching.stitch_trainer import StitchTrainer, stitch_points
+from memjax.analysis.stitching.stitching import Settings as StitchSettings
 from memjax.data.pipeline import normalize
 from memjax.errors import ConfigError
 from memjax.run import open_run
@@ -72,9 +74,9 @@ def test_least_squares_stitch_of_a_model_with_itself_is_nearly_exact(run):
     models, data = final_models(run), run.dataset
     trainer = StitchTrainer(run.model, data.mean, data.std, 2, StitchSettings(init='least_squares'),
                             take(models, 0), take(models, np.array([0])), (True, False), 1)
-    stitch = trainer.lift.unbatch(trainer.init(data.val_images))
+    stitch = trainer.init(data.val_images)
     np.testing.assert_allclose(stitch['params']['map']['kernel'][0], np.eye(8), atol=2e-3)
-    predictions = trainer.predict(trainer.lift.batch(stitch), jnp.asarray(data.test_images))
+    predictions = trainer.predict(stitch, jnp.asarray(data.test_images))
     reference = np.argmax(run.model.logits(take(models, 0), normalize(data.test_images, data.mean, data.std)), -1)
     assert np.mean(predictions[0] == reference) > 0.95
 
@@ -94,8 +96,8 @@ def test_training_s_leaves_base_and_head_bit_identical_and_batched_equals_alone(
     alone = StitchTrainer(run.model, data.mean, data.std, 3, StitchSettings(epochs=2, batch_size=8),
                           base, take(models, np.array([2])), (True, False), 1)
     alone_trained, _ = alone.train(alone.init(data.val_images), *val)
-    grouped = take(group.lift.unbatch(trained), 1)
-    single = take(alone.lift.unbatch(alone_trained), 0)
+    grouped = take(trained, 1)
+    single = take(alone_trained, 0)
     check = np.testing.assert_array_equal if strategy == 'loop' else \
         (lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-3, atol=5e-4))
     jax.tree_util.tree_map(check, grouped, single)
@@ -129,7 +131,7 @@ def test_fine_tuning_one_stage_leaves_every_other_stage_bit_identical(run):
     variables, opt_state = trainer.prepare(stacked)
     sets = [np.arange(64, 80), np.arange(0, 40)]  # different sizes: masked steps
     variables, opt_state, losses = trainer.epoch(variables, opt_state, pool, labels, sets, 0)
-    after = copy(trainer.lift.unbatch(variables))
+    after = copy(variables)
     for stage in model.stage_names:
         same = stage != 'conv2'
         for kind in ('params', 'batch_stats'):
@@ -163,5 +165,14 @@ def test_stitching_and_finetune_analyses_write_their_results(run):
         assert os.path.getsize(os.path.join(run.directory.path, 'figures', f'{name}.png')) > 10_000
     bad = tiny_config(**{'analyses': ('stitching',)})
     bad.analysis.stitching.points = ('fc4',)
-    with pytest.raises(ConfigError, match="cannot stitch after the last stage 'fc4'"):
-        run_analyses(bad, run.directory.path, log=quiet)
+    with pytest.raises(ConfigError, match="analysis.stitching.points has 'fc4', the last stage"):
+        check(bad)  # before training: names are checked against the model at start-up
+    assert os.path.exists(os.path.join(out, 'stitching', 'complete.json'))
+    bad = tiny_config(**{'analyses': ('stitching',)})
+    bad.analysis.stitching.init = 'bogus'
+    with pytest.raises(ConfigError, match="analysis.stitching.init='bogus' is not one of least_squares"):
+        check(bad)
+    bad = tiny_config(**{'analyses': ('stitching',)})
+    bad.analysis.stitching['epochz'] = 3
+    with pytest.raises(ConfigError, match="unknown key analysis.stitching.epochz"):
+        check(bad)

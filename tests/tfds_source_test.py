@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 
-from memjax.config import base_config
+from memjax.experiment import base_config
 from memjax.data.dataset import load_dataset
 from memjax.data.tfds_source import read_tfds
 from memjax.errors import DataNotFoundError

@@ -34,7 +34,7 @@ def test_training_writes_the_run_directory(tmp_path):
     workdir = str(tmp_path / 'run')
     train(tiny_config(), workdir, log=quiet)
     for name in ('config.json', 'status.json', 'data.json', 'replicas.json', 'noise.npz', 'metrics.jsonl',
-                 'summary.txt', 'summary.csv', 'strategy.json'):
+                 'strategy.json'):
         assert os.path.exists(os.path.join(workdir, name)), name
     run = open_run(workdir)
     assert run.epochs() == [0, 1, 2, 3]

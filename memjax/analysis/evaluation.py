@@ -1,4 +1,4 @@
-"""Evaluating many models (replicas, rewound or modified variants) on fixed image sets."""
+"""Evaluating many models (replicas, rewound or modified variants) on fixed image sets: one batched predict."""
 
 from __future__ import annotations
 
@@ -6,10 +6,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from memjax.analysis.lifting import Lifted
 from memjax.data.pipeline import normalize
 from memjax.models import StagedModel
 from memjax.train.metrics import accuracy, subset_accuracies
-from memjax.train.strategies import Lifted
 
 
 class Evaluator:
@@ -25,22 +25,15 @@ class Evaluator:
         logits = self.model.apply(variables, x, masks=masks).output
         return jnp.argmax(logits, axis=-1).astype(jnp.int32)
 
-    def predict(self, stacked_variables, images: jax.Array, masks: dict | None = None) -> np.ndarray:
-        """int32 [K, P]; `masks` (optional) are per-model stage masks stacked [K, ...]."""
-        variables = self.lift.batch(stacked_variables)
-        masks = self.lift.batch(masks) if masks else None
-        parts = []
-        for i in range(0, images.shape[0], self.batch):
-            chunk = images[i:i + self.batch]
-            if masks:
-                out = self.lift(self._predict, (True, False, True), variables, chunk, masks)
-            else:
-                out = self.lift(self._predict_unmasked, (True, False), variables, chunk)
-            parts.append(np.asarray(jnp.stack(out) if isinstance(out, list) else out))
-        return np.concatenate(parts, axis=1)
-
     def _predict_unmasked(self, variables, images):
         return self._predict(variables, images, None)
+
+    def predict(self, stacked_variables, images: jax.Array, masks: dict | None = None) -> np.ndarray:
+        """int32 [K, P] on images uint8 [P, ...]; `masks` (optional): per-model stage masks stacked [K, ...]."""
+        if masks:
+            return self.lift.batched_over(self._predict, (True, True), images, stacked_variables, masks,
+                                          batch=self.batch)
+        return self.lift.batched_over(self._predict_unmasked, (True,), images, stacked_variables, batch=self.batch)
 
 
 def training_metrics(predictions: np.ndarray, labels: np.ndarray, true_labels: np.ndarray,

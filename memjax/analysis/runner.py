@@ -1,53 +1,64 @@
 """Runs the analyses a config lists (`config.analyses`) on a trained run.
 
-Each analysis is a function `run_<name>(workdir, analysis_config, log)` in its
-own module; it reads the run directory and `config.analysis` (its own
-sub-config, plus shared ones such as `analysis.cka`). Analyses that share one
-pass over the checkpoints (convergence and noisy_vs_clean) run it once.
+Each analysis writes into a fresh temporary folder; when it completes, its
+figures move into figures/ and the folder is renamed to results/<name>/ with a
+`complete.json` inside. A kill midway leaves no results/<name>/ that looks
+finished: a results folder without complete.json (from an older memjax) or a
+leftover temporary folder is redone by the next run.
 """
 
 from __future__ import annotations
 
-import importlib
+import os
+import shutil
+import time
 from typing import Callable
 
-from memjax.errors import ConfigError
+from memjax.analysis.registry import analyses, build_settings
+from memjax.analysis.settings import Context
+from memjax.run import open_run
+from memjax.rundir import write_json
 
-# name -> (module, function); imported only when the analysis runs.
-ANALYSES = {
-    'convergence': ('cka_over_training', 'run_cka_over_training'),
-    'noisy_vs_clean': ('cka_over_training', 'run_cka_over_training'),
-    'cka_matrix': ('cka_matrix', 'run_cka_matrix'),
-    'stitching': ('stitch_sweep', 'run_stitching'),
-    'finetune': ('finetune', 'run_finetune'),
-    'gradients': ('gradients', 'run_gradients'),
-    'rewinding': ('rewinding', 'run_rewinding'),
-    'retraining': ('retraining', 'run_retraining'),
-    'neurons': ('neurons', 'run_neurons'),
-    'example_tied': ('example_tied', 'run_example_tied'),
-}
-ANALYSIS_NAMES = tuple(ANALYSES)
-_OVER_TRAINING = ('convergence', 'noisy_vs_clean')
+COMPLETE = 'complete.json'
 
 
-def check_analyses(config) -> None:
-    """Fails before training if an analysis name is unknown."""
+def is_complete(workdir: str, name: str) -> bool:
+    """Whether results/<name>/ was written by a completed analysis."""
+    return os.path.exists(os.path.join(workdir, 'results', name, COMPLETE))
+
+
+def _commit(run_dir, name: str, output: str, figures: str, started: float) -> None:
+    final_figures = run_dir.figures_dir
+    for file in sorted(os.listdir(figures)):
+        os.replace(os.path.join(figures, file), os.path.join(final_figures, file))
+    write_json(os.path.join(output, COMPLETE), {'analysis': name, 'seconds': round(time.time() - started, 1),
+                                                'figures': sorted(os.listdir(final_figures))})
+    target = os.path.join(run_dir.path, 'results', name)
+    if os.path.exists(target):
+        shutil.rmtree(target)
+    os.replace(output, target)
+    shutil.rmtree(figures, ignore_errors=True)
+
+
+def run_analyses(config, workdir: str, log: Callable[[str], None] = print, settings: dict | None = None) -> None:
+    """Runs every analysis of `config.analyses`, in order, on the run in `workdir`.
+
+    `settings` are the validated settings from `build_settings` (built here if None).
+    """
+    settings = build_settings(config) if settings is None else settings
+    if not config.analyses:
+        return
+    run = open_run(workdir)
+    context = Context(listed=tuple(config.analyses), shared=settings, log=log)
+    scratch = os.path.join(run.directory.path, 'results', '.partial')
     for name in config.analyses:
-        if name not in ANALYSES:
-            raise ConfigError(f"unknown analysis {name!r} in config.analyses; available: "
-                              f"{', '.join(ANALYSIS_NAMES)}")
-
-
-def run_analyses(config, workdir: str, log: Callable[[str], None] = print) -> None:
-    check_analyses(config)
-    done = set()
-    for name in config.analyses:
-        module_name, function_name = ANALYSES[name]
-        if (module_name, function_name) in done:
-            continue
-        done.add((module_name, function_name))
-        fn = getattr(importlib.import_module(f'memjax.analysis.{module_name}'), function_name)
-        if module_name == 'cka_over_training':
-            fn(workdir, config.analysis.get('cka'), {n for n in config.analyses if n in _OVER_TRAINING}, log)
-        else:
-            fn(workdir, config.analysis, log)
+        analysis = analyses()[name]
+        output, figures = os.path.join(scratch, name), os.path.join(scratch, name + '.figures')
+        for folder in (output, figures):
+            shutil.rmtree(folder, ignore_errors=True)
+            os.makedirs(folder)
+        context.output, context.figures = output, figures
+        started = time.time()
+        analysis.module.run(run, settings[analysis.settings_key], context)
+        _commit(run.directory, name, output, figures, started)
+    shutil.rmtree(scratch, ignore_errors=True)

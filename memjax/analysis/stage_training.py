@@ -26,7 +26,7 @@ from memjax.data.pipeline import normalize
 from memjax.models import StagedModel
 from memjax.train import freezing
 from memjax.train.step import cross_entropy
-from memjax.train.strategies import Lifted
+from memjax.analysis.lifting import Lifted
 
 
 def _where(active, new, old):
@@ -84,9 +84,8 @@ class StageTrainer:
 
     # K models ----------------------------------------------------------------
     def prepare(self, stacked_variables) -> tuple[Any, Any]:
-        """(batched variables, batched optimizer state) from variables stacked [K, ...]."""
-        variables = self.lift.batch(stacked_variables)
-        return variables, self.lift(self._init_optimizer, (True,), variables)
+        """(variables, optimizer state), both stacked [K, ...], from variables stacked [K, ...]."""
+        return stacked_variables, self.lift(self._init_optimizer, (True,), stacked_variables)
 
     def epoch(self, variables, opt_state, pool: jax.Array, labels: jax.Array, indices: list[np.ndarray],
               epoch: int):
@@ -100,21 +99,16 @@ class StageTrainer:
         counts = [len(o) // self.batch_size for o in orders]
         steps = max(counts)
         totals = np.zeros(len(orders))
-        batched_labels = self.lift.batch(labels)
         for step in range(steps):
             idx = np.stack([o[(step % max(c, 1)) * self.batch_size:][:self.batch_size]
                             if c else np.zeros(self.batch_size, np.int64) for o, c in zip(orders, counts)])
             active = np.asarray([step < c for c in counts])
             variables, opt_state, loss = self.lift(
-                self._step, (True, True, False, True, True, True), variables, opt_state, pool, batched_labels,
-                self.lift.batch(jnp.asarray(idx)), self.lift.batch(jnp.asarray(active)), outputs=3)
-            totals += np.asarray(jnp.stack(loss) if isinstance(loss, list) else loss)
+                self._step, (True, True, False, True, True, True), variables, opt_state, pool, labels,
+                jnp.asarray(idx), jnp.asarray(active))
+            totals += np.asarray(loss)
         return variables, opt_state, totals / np.maximum(counts, 1)
 
     def predict(self, variables, images: jax.Array, batch: int = 1000) -> np.ndarray:
         """int32 [K, P] predictions (evaluation mode) on images [P, ...]."""
-        parts = []
-        for i in range(0, images.shape[0], batch):
-            out = self.lift(self._predict, (True, False), variables, images[i:i + batch])
-            parts.append(np.asarray(jnp.stack(out) if isinstance(out, list) else out))
-        return np.concatenate(parts, axis=1)
+        return self.lift.batched_over(self._predict, (True,), images, variables, batch=batch)

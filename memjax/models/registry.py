@@ -59,3 +59,9 @@ def build_model(name: str, num_classes: int, width: int | None = None,
         extra = {k: v for k, v in vit_options.items() if v is not None}
         return constructor(num_classes, width, dtype=compute_dtype(dtype), **extra)
     return constructor(num_classes, width, compute_dtype(dtype))
+
+
+def model_from_config(model_config, num_classes: int) -> StagedModel:
+    """The model a config's `model` node describes."""
+    m = model_config
+    return build_model(m.name, num_classes, m.width, m.dtype, depth=m.depth, heads=m.heads, patch=m.patch)

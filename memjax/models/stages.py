@@ -96,6 +96,15 @@ class StagedModel:
                 f"{', '.join(self.stage_names)}")
         return self.stage_names.index(stage)
 
+    def select_stages(self, names: Sequence[str], key: str = 'stages') -> tuple[str, ...]:
+        """The named stages in model order (all when empty); one error line naming `key` otherwise."""
+        names = tuple(names) or self.stage_names
+        for name in names:
+            if name not in self.stage_names:
+                raise ConfigError(f"{key} names stage {name!r}, which {self.name} lacks; its stages: "
+                                  f"{', '.join(self.stage_names)}")
+        return tuple(sorted(set(names), key=self.stage_names.index))
+
     def boundary(self, stage: str | int | None, default: int) -> int:
         """Boundary index `0..num_stages` (a stage name means the boundary before it)."""
         if stage is None:

@@ -1,4 +1,4 @@
-"""The live per-epoch line and the final summary table of a training run."""
+"""The final summary table of a training run (summary.txt / summary.csv)."""
 
 from __future__ import annotations
 
@@ -8,21 +8,6 @@ from memjax.rundir import RunDirectory
 SUMMARY_COLUMNS = ('replica', 'noise_ratio', 'seed', 'epoch', 'converged_epoch', 'train_accuracy',
                    'clean_accuracy', 'memorization_accuracy', 'noisy_true_accuracy', 'val_accuracy',
                    'test_accuracy')
-
-
-def _values(rows: list[dict], key: str) -> str:
-    values = [row.get(key) for row in rows]
-    if len(values) > 6:
-        present = [v for v in values if v is not None]
-        return f'{min(present):.2f}..{max(present):.2f}' if present else '-'
-    return '/'.join('-' if v is None else f'{v:.2f}' for v in values)
-
-
-def epoch_line(epoch: int, epochs: int, rows: list[dict], seconds: float) -> str:
-    """One line per epoch: values per replica in replica order (or min..max beyond 6)."""
-    return (f'epoch {epoch:3d}/{epochs} {seconds:6.1f}s | loss {_values(rows, "train_loss")} | '
-            f'train {_values(rows, "train_accuracy")} | mem {_values(rows, "memorization_accuracy")} | '
-            f'test {_values(rows, "test_accuracy")}')
 
 
 def final_rows(run: RunDirectory) -> list[dict]:
@@ -53,4 +38,4 @@ def write_summary(run: RunDirectory) -> str:
     return text
 
 
-__all__ = ['epoch_line', 'final_rows', 'write_summary', 'format_value']
+__all__ = ['final_rows', 'write_summary', 'format_value']

@@ -1,6 +1,6 @@
 """Splitting a gradient into its clean and noisy parts (used by training and analysis).
 
-See `memjax.analysis.gradients` for the quantities; this module holds the two
+See `memjax.analysis.localization.gradients` for the quantities; this module holds the two
 functions both the training step (`train.gradient_accounting`) and the
 analysis from checkpoints call.
 """

@@ -2,19 +2,24 @@
 
 `train(config, workdir)` creates or resumes the run directory, trains every
 replica until its training accuracy (against its own noisy labels) reaches
-`train.stop_accuracy` or `train.epochs` is reached, and writes metrics,
-checkpoints and the summary table. A replica that has converged is frozen
-(its later checkpoints equal its converged state), exactly as if it had been
-trained alone and stopped; the run ends when every replica has.
+`train.stop_accuracy` or `train.epochs` is reached, and writes metrics and
+checkpoints. A replica that has converged is frozen (its later checkpoints
+equal its converged state), exactly as if it had been trained alone and
+stopped; the run ends when every replica has.
+
+The steps, in order: `prepare_run` (data, replicas, labels, model, the run's
+metadata), `create_trainer` (optimizer, initial states, compiled functions,
+strategies), `choose_strategy`, then per epoch `train_epoch`, `evaluate` and
+`save_epoch`.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import signal
-import sys
 import time
-from typing import Callable
+from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
@@ -22,16 +27,18 @@ import numpy as np
 
 from memjax.checkpoint import Checkpoints, keep_epoch
 from memjax.config import to_dict, validate
-from memjax.data.noise import noisy_labels
+from memjax.data.dataset import Dataset, load_dataset
+from memjax.data.noise import NoisyLabels, noisy_labels
 from memjax.data.pipeline import epoch_order
+from memjax.data.replicas import Replica, make_replicas
 from memjax.errors import ConfigError, RunDirectoryError
-from memjax.report.summary import epoch_line, write_summary
-from memjax.run import build_run_model, load_run_data
+from memjax.models import StagedModel, model_from_config
 from memjax.rundir import RunDirectory, read_json, write_json
 from memjax.train import strategies as strategies_lib
 from memjax.train.gradient_split import rows_from_statistics, stage_statistics
 from memjax.train.metrics import epoch_metrics
-from memjax.train.replicas import data_keys, init_keys, make_replicas
+from memjax.train.progress import epoch_line, progress_bar
+from memjax.train.replica_keys import data_keys, init_keys
 from memjax.train.state import init_state, make_optimizer
 from memjax.train.step import default_steps_per_call, make_predict, make_train_chunk
 
@@ -39,13 +46,53 @@ from memjax.train.step import default_steps_per_call, make_predict, make_train_c
 KILL_AFTER_EPOCH_ENV = 'MEMJAX_KILL_AFTER_EPOCH'
 
 
-def _progress_bar(total: int, description: str):
-    from tqdm.auto import tqdm
-    return tqdm(total=total, desc=description, leave=False, unit='step', dynamic_ncols=True,
-                disable=None, file=sys.stderr)
+@dataclasses.dataclass
+class Setup:
+    """What a run trains on: its data, replicas, their labels and the model."""
+
+    config: Any
+    run: RunDirectory
+    dataset: Dataset
+    replicas: list[Replica]
+    noise: NoisyLabels
+    model: StagedModel
+
+    @property
+    def steps_per_epoch(self) -> int:
+        return self.dataset.num_train // int(self.config.train.batch_size)
 
 
-def _image_pool(dataset, eval_batch_size: int) -> tuple[jax.Array, list]:
+@dataclasses.dataclass
+class Trainer:
+    """The compiled pieces of one run's training.
+
+    Attributes:
+      state: initial TrainState, stacked [R, ...].
+      candidates: {strategy name: strategy} that can run the chunk.
+      pool: uint8 [P, H, W, C] train + validation + test images (padded) on the device.
+      eval_batches: the pool in evaluation batches [b, H, W, C].
+      keys: data-order keys [R, 2], or one [2] when all replicas share their data order.
+      chunk_steps: steps per compiled call.
+    """
+
+    state: Any
+    candidates: dict
+    pool: jax.Array
+    eval_batches: list
+    labels: jax.Array
+    noise_mask: jax.Array
+    keys: jax.Array
+    shared_data: bool
+    chunk_steps: int
+    accounting: bool
+
+    def orders(self, epoch: int, n: int) -> jax.Array:
+        if self.shared_data:
+            return epoch_order(self.keys, epoch, n)
+        return jax.vmap(epoch_order, in_axes=(0, None, None))(self.keys, epoch, n)
+
+
+def _image_pool(dataset: Dataset, eval_batch_size: int) -> tuple[jax.Array, list]:
     """The device pool uint8 [P, H, W, C] (train, validation, test, zero-padded to a
     multiple of the eval batch) and its evaluation batches [b, H, W, C]."""
     pool = np.concatenate([dataset.train_images, dataset.val_images, dataset.test_images])
@@ -56,66 +103,23 @@ def _image_pool(dataset, eval_batch_size: int) -> tuple[jax.Array, list]:
     return pool, [pool[i:i + eval_batch_size] for i in range(0, pool.shape[0], eval_batch_size)]
 
 
-def _choose_strategy(config, run: RunDirectory, candidates: dict, stacked, chunk_args, log: Callable):
-    """The configured strategy, or for 'auto' the measured faster one (remembered in the run)."""
-    name = config.train.strategy
-    record_path = run.file('strategy.json')
-    if name == 'auto':
-        if len(chunk_args[1]) == 1:  # labels [R, N]: a single replica
-            name, record = 'loop', {'strategy': 'loop', 'reason': 'a single replica'}
-        elif os.path.exists(record_path) and read_json(record_path).get('requested') == 'auto':
-            record = read_json(record_path)
-            name = record['strategy']
-        else:
-            steps = min(3, chunk_args[-1])
-            timings = strategies_lib.measure_strategies(candidates, stacked, chunk_args[:-1], steps)
-            name = strategies_lib.fastest(timings)
-            record = {'strategy': name, 'seconds_per_chunk': timings, 'chunk_steps': steps,
-                      'backend': jax.default_backend(), 'device': jax.devices()[0].device_kind}
-            log('auto strategy: ' + ', '.join(f'{k} {v:.3f}s' for k, v in timings.items())
-                + f' per {steps}-step chunk -> {name}')
-    else:
-        record = {'strategy': name}
-    record['requested'] = config.train.strategy
-    write_json(record_path, record)
-    return candidates[name]
+def prepare_run(config, run: RunDirectory) -> Setup:
+    """Loads data, draws the noisy labels, builds the model and writes (or checks) the run's metadata.
 
-
-def _record_gradients(run: RunDirectory, stacked, epoch: int, replicas):
-    """Appends this epoch's gradient accounting to gradients.jsonl and zeroes the sums."""
-    statistics = jax.vmap(stage_statistics)(stacked.grad_sums['clean'], stacked.grad_sums['noisy'])
-    run.append_metrics(rows_from_statistics(statistics, epoch, replicas), 'gradients.jsonl')
-    return stacked.replace(grad_sums=jax.tree_util.tree_map(jnp.zeros_like, stacked.grad_sums))
-
-
-def train(config, workdir: str, log: Callable[[str], None] = print) -> RunDirectory:
-    """Trains (or resumes, or finds finished) the run of `config` in `workdir`."""
-    validate(config)
-    config_dict = to_dict(config)
-    run = RunDirectory(workdir)
-    run.check_compatible(config_dict)
-    if run.status()['status'] == 'complete':
-        log(f'run in {run.path} is complete (epoch {run.status()["epoch"]}); nothing to train')
-        if os.path.exists(run.file('summary.txt')):
-            with open(run.file('summary.txt')) as f:
-                log(f.read())
-        return run
-    # Everything that can fail on bad input happens before the directory is written.
-    dataset = load_run_data(config)
+    Everything that can fail on bad input happens before the directory is written.
+    """
+    dataset = load_dataset(config.data)
     replicas = make_replicas(config)
-    ratios = [r.noise_ratio for r in replicas]
-    noise = noisy_labels(dataset.train_labels, dataset.num_classes, ratios, [r.seed for r in replicas],
-                         config.noise.seed, config.noise.mode)
-    arrays = dict(true_labels=dataset.train_labels, labels=noise.labels, noise_mask=noise.mask,
-                  train_index=dataset.train_index, val_index=dataset.val_index,
-                  test_index=dataset.test_index)
-    train_cfg = config.train
-    batch_size, n = int(train_cfg.batch_size), dataset.num_train
+    noise = noisy_labels(dataset.train_labels, dataset.num_classes, [r.noise_ratio for r in replicas],
+                         [r.seed for r in replicas], config.noise.seed, config.noise.mode)
+    batch_size, n = int(config.train.batch_size), dataset.num_train
     if batch_size > n:
         raise ConfigError(f"train.batch_size={batch_size} is larger than the {n} training examples; "
                           "lower --config.train.batch_size or raise --config.data.num_train")
-    model = build_run_model(config, dataset.num_classes)
-    run.create(config_dict)
+    model = model_from_config(config.model, dataset.num_classes)
+    arrays = dict(true_labels=dataset.train_labels, labels=noise.labels, noise_mask=noise.mask,
+                  train_index=dataset.train_index, val_index=dataset.val_index, test_index=dataset.test_index)
+    run.create(to_dict(config))
     if os.path.exists(run.file('noise.npz')):
         stored = run.load_noise()
         if any(not np.array_equal(stored[k], v) for k, v in arrays.items()):
@@ -125,112 +129,174 @@ def train(config, workdir: str, log: Callable[[str], None] = print) -> RunDirect
         run.save_noise(**arrays)
         write_json(run.file('data.json'), dataset.summary())
         write_json(run.file('replicas.json'), [r.to_dict() for r in replicas])
+    return Setup(config, run, dataset, replicas, noise, model)
 
-    steps_per_epoch = n // batch_size
-    tx = make_optimizer(train_cfg, steps_per_epoch)
-    num_replicas = len(replicas)
+
+def create_trainer(setup: Setup) -> Trainer:
+    """Optimizer, initial states, the compiled chunk and predict, and the candidate strategies."""
+    config, dataset, replicas, model = setup.config, setup.dataset, setup.replicas, setup.model
+    train_cfg = config.train
+    tx = make_optimizer(train_cfg, setup.steps_per_epoch)
     accounting = bool(train_cfg.gradient_accounting)
     init = jax.jit(jax.vmap(lambda key: init_state(model, tx, key, dataset.image_shape, accounting)))
     state = init(jnp.asarray(init_keys(train_cfg, replicas)))
-    progress = {'active': np.ones(num_replicas, bool), 'converged_epoch': np.full(num_replicas, -1, np.int32)}
-
     pool, eval_batches = _image_pool(dataset, int(train_cfg.eval_batch_size))
-    labels = jax.device_put(noise.labels)
-    noise_mask = jax.device_put(noise.mask)
     keys = data_keys(train_cfg, replicas)
     shared_data = bool(np.all(keys == keys[0]))
     keys = jnp.asarray(keys[0] if shared_data else keys)
-    chunk_fn = make_train_chunk(model, tx, batch_size=batch_size, augment=bool(config.data.augment),
+    chunk_fn = make_train_chunk(model, tx, batch_size=int(train_cfg.batch_size), augment=bool(config.data.augment),
                                 mean=dataset.mean, std=dataset.std, gradient_accounting=accounting)
     predict_fn = make_predict(model, mean=dataset.mean, std=dataset.std)
     candidates = {'vmap': strategies_lib.VmapStrategy(chunk_fn, predict_fn, shared_data),
                   'loop': strategies_lib.LoopStrategy(chunk_fn, predict_fn, shared_data)}
     if len(jax.local_devices()) > 1 or train_cfg.strategy == 'shard':
-        candidates['shard'] = strategies_lib.ShardStrategy(chunk_fn, predict_fn, shared_data, num_replicas)
+        candidates['shard'] = strategies_lib.ShardStrategy(chunk_fn, predict_fn, shared_data, len(replicas))
+    chunk_steps = min(int(train_cfg.steps_per_call) or default_steps_per_call(), setup.steps_per_epoch)
+    return Trainer(state, candidates, pool, eval_batches, jax.device_put(setup.noise.labels),
+                   jax.device_put(setup.noise.mask), keys, shared_data, chunk_steps, accounting)
 
-    def orders_for(epoch: int):
-        if shared_data:
-            return epoch_order(keys, epoch, n)
-        return jax.vmap(epoch_order, in_axes=(0, None, None))(keys, epoch, n)
 
-    def evaluate(strategy, state, epoch: int, losses) -> list[dict]:
-        predictions = strategies_lib.as_numpy(strategy.predict(state, eval_batches))
-        rows = epoch_metrics(predictions, noise.labels, dataset.train_labels, noise.mask,
-                             dataset.val_labels, dataset.test_labels)
-        for i, row in enumerate(rows):
-            row.update(epoch=epoch, replica=i, noise_ratio=replicas[i].noise_ratio, seed=replicas[i].seed,
-                       train_loss=None if losses is None else float(losses[i]),
-                       active=bool(progress['active'][i]))
-        return rows
+def choose_strategy(setup: Setup, trainer: Trainer, progress: dict, log: Callable):
+    """The configured strategy, or for 'auto' the measured faster one (remembered in the run)."""
+    name = setup.config.train.strategy
+    record_path = setup.run.file('strategy.json')
+    if name == 'auto':
+        if len(setup.replicas) == 1:
+            name, record = 'loop', {'strategy': 'loop', 'reason': 'a single replica'}
+        elif os.path.exists(record_path) and read_json(record_path).get('requested') == 'auto':
+            record = read_json(record_path)
+            name = record['strategy']
+        else:
+            steps = min(3, trainer.chunk_steps)
+            args = (trainer.pool, trainer.labels, trainer.noise_mask, trainer.orders(1, setup.dataset.num_train), 1,
+                    0, trainer.keys, progress['active'])
+            timings = strategies_lib.measure_strategies(trainer.candidates, trainer.state, args, steps)
+            name = strategies_lib.fastest(timings)
+            record = {'strategy': name, 'seconds_per_chunk': timings, 'chunk_steps': steps,
+                      'backend': jax.default_backend(), 'device': jax.devices()[0].device_kind}
+            log('auto strategy: ' + ', '.join(f'{k} {v:.3f}s' for k, v in timings.items())
+                + f' per {steps}-step chunk -> {name}')
+    else:
+        record = {'strategy': name}
+    record['requested'] = setup.config.train.strategy
+    write_json(record_path, record)
+    return trainer.candidates[name]
 
+
+def train_epoch(setup: Setup, trainer: Trainer, strategy, state, epoch: int, progress: dict):
+    """One epoch of every active replica; returns (state, mean training loss [R])."""
+    steps_per_epoch = setup.steps_per_epoch
+    orders = trainer.orders(epoch, setup.dataset.num_train)
+    losses = jnp.zeros(len(setup.replicas), jnp.float32)
+    with progress_bar(steps_per_epoch, f'epoch {epoch}/{setup.config.train.epochs}') as bar:
+        for first in range(0, steps_per_epoch, trainer.chunk_steps):
+            steps = min(trainer.chunk_steps, steps_per_epoch - first)
+            state, chunk_loss = strategy.train_chunk(state, trainer.pool, trainer.labels, trainer.noise_mask, orders,
+                                                     epoch, first, trainer.keys, progress['active'], steps)
+            losses = losses + chunk_loss
+            bar.update(steps)
+    return state, strategies_lib.as_numpy(losses) / steps_per_epoch
+
+
+def evaluate(setup: Setup, trainer: Trainer, strategy, state, epoch: int, losses, progress: dict) -> list[dict]:
+    """One metrics row per replica: accuracies on every split and subset, loss, whether it is active."""
+    predictions = strategies_lib.as_numpy(strategy.predict(state, trainer.eval_batches))
+    data = setup.dataset
+    rows = epoch_metrics(predictions, setup.noise.labels, data.train_labels, setup.noise.mask, data.val_labels,
+                         data.test_labels)
+    for i, row in enumerate(rows):
+        rep = setup.replicas[i]
+        row.update(epoch=epoch, replica=i, noise_ratio=rep.noise_ratio, seed=rep.seed,
+                   train_loss=None if losses is None else float(losses[i]), active=bool(progress['active'][i]))
+    return rows
+
+
+def update_progress(rows: list[dict], progress: dict, epoch: int, stop_accuracy) -> None:
+    """Marks replicas that reached `stop_accuracy` as converged (they stop training)."""
+    for i, row in enumerate(rows):
+        if not progress['active'][i]:
+            row['train_loss'] = None
+        elif stop_accuracy is not None and row['train_accuracy'] >= stop_accuracy:
+            progress['active'][i] = False
+            progress['converged_epoch'][i] = epoch
+
+
+def _record_gradients(run: RunDirectory, stacked, epoch: int, replicas):
+    """Appends this epoch's gradient accounting to gradients.jsonl and zeroes the sums."""
+    statistics = jax.vmap(stage_statistics)(stacked.grad_sums['clean'], stacked.grad_sums['noisy'])
+    run.append_metrics(rows_from_statistics(statistics, epoch, replicas), 'gradients.jsonl')
+    return stacked.replace(grad_sums=jax.tree_util.tree_map(jnp.zeros_like, stacked.grad_sums))
+
+
+def save_epoch(setup: Setup, checkpoints: Checkpoints, stacked, epoch: int, rows: list[dict], progress: dict,
+               final: bool) -> None:
+    """Kept params (on the schedule, and the final epoch), the resumable state, metrics and status."""
+    keep = dict(every=int(setup.config.checkpoint.every), epochs=tuple(setup.config.checkpoint.epochs))
+    if keep_epoch(epoch, **keep) or final:
+        checkpoints.save_epoch(epoch, stacked.variables)
+    checkpoints.save_state(epoch, stacked, progress)
+    setup.run.append_metrics(rows)
+    setup.run.set_status(status='training', epoch=epoch)
+
+
+def train(config, workdir: str, log: Callable[[str], None] = print) -> RunDirectory:
+    """Trains (or resumes, or finds finished) the run of `config` in `workdir`."""
+    validate(config)
+    run = RunDirectory(workdir)
+    run.check_compatible(to_dict(config))
+    if run.status()['status'] == 'complete':
+        log(f'run in {run.path} is complete (epoch {run.status()["epoch"]}); nothing to train')
+        return run
+    setup = prepare_run(config, run)
+    trainer = create_trainer(setup)
+    num_replicas, epochs = len(setup.replicas), int(config.train.epochs)
+    progress = {'active': np.ones(num_replicas, bool), 'converged_epoch': np.full(num_replicas, -1, np.int32)}
     checkpoints = Checkpoints(run.checkpoint_dir, async_save=bool(config.checkpoint.async_save))
+    restored = checkpoints.restore_state(trainer.state, progress)
+    strategy = choose_strategy(setup, trainer, progress, log)
+    data = setup.dataset
+    log(f'{num_replicas} replicas ({", ".join(r.name for r in setup.replicas)}) of {setup.model.name} on '
+        f'{data.name} ({data.num_train} train / {data.val_labels.size} val / {data.test_labels.size} test), '
+        f'{setup.steps_per_epoch} steps per epoch, strategy {strategy.name}, backend {jax.default_backend()}')
     keep = dict(every=int(config.checkpoint.every), epochs=tuple(config.checkpoint.epochs))
-    restored = checkpoints.restore_state(state, progress)
-    first_chunk = min(int(train_cfg.steps_per_call) or default_steps_per_call(), steps_per_epoch)
-    chunk_args = (pool, labels, noise_mask, orders_for(1), 1, 0, keys, progress['active'], first_chunk)
-    strategy = _choose_strategy(config, run, candidates, state, chunk_args, log)
-    log(f'{num_replicas} replicas ({", ".join(r.name for r in replicas)}) of {model.name} on '
-        f'{dataset.name} ({n} train / {dataset.val_labels.size} val / {dataset.test_labels.size} test), '
-        f'{steps_per_epoch} steps per epoch, strategy {strategy.name}, backend {jax.default_backend()}')
     if restored is not None:
         start_epoch, state, progress = restored
         progress = {k: np.array(v) for k, v in progress.items()}
         run.truncate_metrics(start_epoch)
         run.truncate_metrics(start_epoch, 'gradients.jsonl')
-        finished = not progress['active'].any() or start_epoch == int(train_cfg.epochs)
+        finished = not progress['active'].any() or start_epoch == epochs
         if keep_epoch(start_epoch, **keep) or finished:  # its async save may have been cut off
             checkpoints.save_epoch(start_epoch, state.variables)
         log(f'resuming {run.path} after epoch {start_epoch}')
     else:
-        start_epoch = 0
-        rows = evaluate(strategy, strategy.place(state), 0, None)
-        run.append_metrics(rows)
-        checkpoints.save_epoch(0, state.variables)
-        checkpoints.save_state(0, state, progress)
-        log(epoch_line(0, int(train_cfg.epochs), rows, 0.0))
+        start_epoch, state = 0, trainer.state
+        rows = evaluate(setup, trainer, strategy, strategy.place(state), 0, None, progress)
+        save_epoch(setup, checkpoints, state, 0, rows, progress, final=False)
+        log(epoch_line(0, epochs, rows, 0.0))
 
     state = strategy.place(state)
     final_epoch = start_epoch
-    stop_accuracy = train_cfg.stop_accuracy
-    for epoch in range(start_epoch + 1, int(train_cfg.epochs) + 1):
+    for epoch in range(start_epoch + 1, epochs + 1):
         if not progress['active'].any():
             break
         started = time.perf_counter()
-        orders = orders_for(epoch)
-        losses = jnp.zeros(num_replicas, jnp.float32)
-        with _progress_bar(steps_per_epoch, f'epoch {epoch}/{train_cfg.epochs}') as bar:
-            for first in range(0, steps_per_epoch, first_chunk):
-                steps = min(first_chunk, steps_per_epoch - first)
-                state, chunk_loss = strategy.train_chunk(state, pool, labels, noise_mask, orders, epoch, first,
-                                                         keys, progress['active'], steps)
-                losses = losses + chunk_loss
-                bar.update(steps)
-        rows = evaluate(strategy, state, epoch, strategies_lib.as_numpy(losses) / steps_per_epoch)
-        for i, row in enumerate(rows):
-            if not progress['active'][i]:
-                row['train_loss'] = None
-            elif stop_accuracy is not None and row['train_accuracy'] >= stop_accuracy:
-                progress['active'][i] = False
-                progress['converged_epoch'][i] = epoch
-        final = not progress['active'].any() or epoch == int(train_cfg.epochs)
+        state, losses = train_epoch(setup, trainer, strategy, state, epoch, progress)
+        rows = evaluate(setup, trainer, strategy, state, epoch, losses, progress)
+        update_progress(rows, progress, epoch, config.train.stop_accuracy)
         stacked = strategy.gather(state)
-        if accounting:
-            stacked = _record_gradients(run, stacked, epoch, replicas)
+        if trainer.accounting:
+            stacked = _record_gradients(run, stacked, epoch, setup.replicas)
             state = strategy.place(stacked)
-        if keep_epoch(epoch, **keep) or final:
-            checkpoints.save_epoch(epoch, stacked.variables)
-        checkpoints.save_state(epoch, stacked, progress)
-        run.append_metrics(rows)
-        run.set_status(status='training', epoch=epoch)
-        log(epoch_line(epoch, int(train_cfg.epochs), rows, time.perf_counter() - started))
+        save_epoch(setup, checkpoints, stacked, epoch, rows, progress,
+                   final=not progress['active'].any() or epoch == epochs)
+        log(epoch_line(epoch, epochs, rows, time.perf_counter() - started))
         final_epoch = epoch
         if os.environ.get(KILL_AFTER_EPOCH_ENV) == str(epoch):
             checkpoints.wait()
             os.kill(os.getpid(), signal.SIGKILL)
     else:
-        final_epoch = int(train_cfg.epochs)
+        final_epoch = epochs
     checkpoints.close()
     run.set_status(status='complete', epoch=final_epoch,
                    converged_epoch=[int(e) for e in progress['converged_epoch']])
-    log(write_summary(run))
     return run

@@ -2,7 +2,7 @@
 
 Trains fresh models on the run's data with the noisy labels of one of its
 replicas, with the run's optimizer and schedule, one model per variant
-(`memjax.analysis.dropout_masks`): example-tied dropout at (p_gen, p_mem),
+(`memjax.analysis.localization.dropout_masks`): example-tied dropout at (p_gen, p_mem),
 optionally a p_gen x p_mem grid (Table 2), standard dropout and a sparse
 network at the same p (Table 3). All variants train side by side (lifted over
 variants, same data order). Each is then evaluated three ways:
@@ -22,38 +22,44 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import os
-from typing import Callable
 
 import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from memjax.analysis.dropout_masks import MODES, evaluation_mask, training_mask
-from memjax.analysis.neurons import full_masks
+from memjax.analysis.localization.dropout_masks import MODES, evaluation_mask, training_mask
+from memjax.analysis.localization.neurons import full_masks
 from memjax.data.pipeline import normalize
-from memjax.analysis.settings import AnalysisSettings
+from memjax.analysis.lifting import STRATEGIES, Lifted
+from memjax.analysis.settings import AnalysisSettings, Context, setting
 from memjax.errors import ConfigError
 from memjax.report.tables import text_table, write_csv
-from memjax.run import open_run
+from memjax.run import Run
 from memjax.train.metrics import accuracy
 from memjax.train.state import make_optimizer
 from memjax.train.step import cross_entropy
-from memjax.train.strategies import Lifted
 
+NAME = 'example_tied'
 EVALUATIONS = ('as_trained', 'generalization', 'all')
 
 
 @dataclasses.dataclass(frozen=True)
-class ExampleTiedSettings(AnalysisSettings):
-    variants: tuple = (('example_tied', 0.4, 0.2, 0.0), ('standard', 0.0, 0.0, 0.4), ('sparse', 0.4, 0.0, 0.0))
-    grid_p_gen: tuple = ()      # with grid_p_mem: example-tied variants for every pair (Table 2)
-    grid_p_mem: tuple = ()
-    noise_ratio: float | None = None  # which replica's labels (None: the first noisy one)
-    epochs: int | None = None   # None: the run's train.epochs
-    strategy: str = 'loop'
-    seed: int = 0
+class Settings(AnalysisSettings):
+    """`analysis.example_tied`: example-tied dropout and its baselines (P3 section 6.2)."""
 
+    variants: tuple = setting((('example_tied', 0.4, 0.2, 0.0), ('standard', 0.0, 0.0, 0.4),
+                               ('sparse', 0.4, 0.0, 0.0)),
+                              '(mode, p_gen, p_mem, p_drop); modes: example_tied | standard | sparse | none')
+    grid_p_gen: tuple = setting((), 'with grid_p_mem: example-tied variants for every pair (P3 Table 2)')
+    grid_p_mem: tuple = setting((), 'see grid_p_gen')
+    noise_ratio: float | None = setting(None, "whose labels are trained on (None: the first noisy replica)")
+    epochs: int | None = setting(None, 'training epochs (None: train.epochs)')
+    strategy: str = setting('loop', 'vmap or loop over the variants', choices=STRATEGIES)
+    seed: int = setting(0, 'seed of the masks and batch order')
+
+    def validate(self) -> None:
+        self.all_variants()
 
     def all_variants(self) -> list[tuple]:
         grid = [('example_tied', g, m, 0.0) for g, m in itertools.product(self.grid_p_gen, self.grid_p_mem)]
@@ -67,9 +73,8 @@ class ExampleTiedSettings(AnalysisSettings):
         return variants
 
 
-def run_example_tied(workdir: str, analysis, log: Callable[[str], None] = print) -> None:
-    run = open_run(workdir)
-    s = ExampleTiedSettings.from_config(analysis.get('example_tied'))
+def run(run: Run, s: Settings, context: Context) -> None:
+    log = context.log
     model, data, train_cfg = run.model, run.dataset, run.config.train
     noisy = [r for r in run.replicas if r.noise_ratio > 0 and (s.noise_ratio is None or r.noise_ratio == s.noise_ratio)]
     if not noisy:
@@ -116,9 +121,9 @@ def run_example_tied(workdir: str, analysis, log: Callable[[str], None] = print)
         return jnp.argmax(out.output, -1)
 
     stacked = jax.tree_util.tree_map(lambda x: jnp.broadcast_to(x, (len(variants), *x.shape)), init)
-    variables = lift.batch(stacked)
+    variables = stacked
     opt_state = lift(lambda v: tx.init(v['params']), (True,), variables)
-    batched_table = lift.batch(table)
+    bar = context.progress(epochs * steps, 'example_tied steps')
     log(f'example_tied: {len(variants)} variants trained {epochs} epochs on the labels of replica {replica.name}')
     for epoch in range(1, epochs + 1):
         order = np.random.default_rng([s.seed, epoch]).permutation(n)
@@ -126,9 +131,9 @@ def run_example_tied(workdir: str, analysis, log: Callable[[str], None] = print)
             idx = jnp.asarray(order[b * batch:(b + 1) * batch])
             step_key = jax.random.fold_in(jax.random.fold_in(key, epoch), b)
             variables, opt_state, _ = lift(step, (True, True, True, False, False), variables, opt_state,
-                                           batched_table, idx, step_key, outputs=3)
-        if epoch % max(1, epochs // 4) == 0 or epoch == epochs:
-            log(f'  example_tied: epoch {epoch}/{epochs}')
+                                           table, idx, step_key)
+            bar.update(1)
+    bar.close()
 
     rows = []
     splits = {'train': (data.train_images, np.arange(n)), 'test': (data.test_images, -np.ones(data.test_labels.size, int))}
@@ -136,11 +141,9 @@ def run_example_tied(workdir: str, analysis, log: Callable[[str], None] = print)
     for how in EVALUATIONS:
         fn = lambda v, t, x, i, how=how: predict(v, t, x, i, how)
         for split, (x_all, index) in splits.items():
-            parts = []
-            for lo in range(0, x_all.shape[0], 1000):
-                out = lift(fn, (True, True, False, False), variables, batched_table, jnp.asarray(x_all[lo:lo + 1000]),
-                           jnp.asarray(index[lo:lo + 1000]))
-                parts.append(np.asarray(jnp.stack(out) if isinstance(out, list) else out))
+            parts = [np.asarray(lift(fn, (True, True, False, False), variables, table,
+                                     jnp.asarray(x_all[lo:lo + 1000]), jnp.asarray(index[lo:lo + 1000])))
+                     for lo in range(0, x_all.shape[0], 1000)]
             predictions[(how, split)] = np.concatenate(parts, axis=1)
     true = data.train_labels
     noisy_labels = np.asarray(labels)
@@ -152,7 +155,7 @@ def run_example_tied(workdir: str, analysis, log: Callable[[str], None] = print)
             row[f'noisy_{how}'] = accuracy(train_pred, noisy_labels, mask_noisy)
             row[f'test_{how}'] = accuracy(predictions[(how, 'test')][k], data.test_labels)
         rows.append(row)
-    out = run.directory.results_dir('example_tied')
+    out = context.output
     columns = ['variant', 'p_gen', 'p_mem', 'p_drop'] + [f'{m}_{h}' for h in EVALUATIONS for m in ('clean', 'noisy', 'test')]
     write_csv(os.path.join(out, 'example_tied.csv'), rows, columns)
     summary = [{'variant': r['variant'], 'p_gen': r['p_gen'], 'p_mem': r['p_mem'], 'p_drop': r['p_drop'],

@@ -26,33 +26,38 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-from typing import Callable
 
 import jax
 import jax.numpy as jnp
 
-from memjax.analysis.settings import AnalysisSettings
+from memjax.analysis.lifting import STRATEGIES, Lifted
+from memjax.analysis.settings import AnalysisSettings, Context, setting
 from memjax.data.pipeline import normalize
 from memjax.report import p3_plots
 from memjax.report.tables import write_csv
-from memjax.run import open_run
+from memjax.run import Run
 from memjax.train.gradient_split import rows_from_statistics, split_gradients, stage_statistics
-from memjax.train.strategies import Lifted
+
+NAME = 'gradients'
 
 COLUMNS = ('epoch', 'replica', 'noise_ratio', 'seed', 'stage', 'clean_norm', 'noisy_norm', 'total_norm', 'cosine')
 
 
 @dataclasses.dataclass(frozen=True)
-class GradientSettings(AnalysisSettings):
-    source: str = 'auto'        # auto | training | checkpoints
-    epochs: tuple = ()          # kept epochs (checkpoints source; empty: all)
-    num_train: int | None = None  # examples of the training set (checkpoints source; None: all)
-    batch_size: int = 256
-    strategy: str = 'loop'
+class Settings(AnalysisSettings):
+    """`analysis.gradients`: clean vs noisy gradient parts per stage (P3 section 4)."""
+
+    source: str = setting('auto', 'auto: the training record if present', choices=('auto', 'training', 'checkpoints'))
+    epochs: tuple = setting((), 'kept epochs (checkpoints source; empty: all)')
+    num_train: int | None = setting(None, 'training examples used (checkpoints source; None: all)')
+    batch_size: int = setting(256, 'examples per gradient batch (checkpoints source)')
+    strategy: str = setting('loop', 'vmap or loop over replicas', choices=STRATEGIES)
+
+    def validate(self) -> None:
+        self.positive('batch_size')
 
 
-
-def gradients_from_checkpoints(run, s: GradientSettings, log: Callable[[str], None]) -> list[dict]:
+def gradients_from_checkpoints(run: Run, s: Settings, context: Context) -> list[dict]:
     model, data = run.model, run.dataset
     n = min(s.num_train or data.num_train, data.num_train)
     steps = n // s.batch_size
@@ -67,28 +72,27 @@ def gradients_from_checkpoints(run, s: GradientSettings, log: Callable[[str], No
         g_c, g_n, _, _ = split_gradients(model, variables, normalize(x, mean, std, model.dtype), y, mask, 1.0 / n)
         return g_c, g_n
 
-    kept = run.epochs()
-    epochs = [e for e in kept if not s.epochs or e in s.epochs]
+    epochs = run.kept_epochs(s.epochs, 'analysis.gradients.epochs')
     rows = []
-    for t, epoch in enumerate(epochs):
-        variables = lift.batch(jax.tree_util.tree_map(jnp.asarray, run.checkpoints.load_epoch(epoch)))
+    bar = context.progress(len(epochs), 'gradients over checkpoints')
+    for epoch in epochs:
+        variables = run.variables(epoch)
         sums = None
         for b in range(steps):
             sl = slice(b * s.batch_size, (b + 1) * s.batch_size)
             part = lift(batch_part, (True, False, True, True), variables, images[sl],
-                        lift.batch(jnp.asarray(labels[:, sl])), lift.batch(jnp.asarray(noisy[:, sl])), outputs=2)
+                        jnp.asarray(labels[:, sl]), jnp.asarray(noisy[:, sl]))
             sums = part if sums is None else jax.tree_util.tree_map(jnp.add, sums, part)
-        g_c, g_n = (lift.unbatch(x) for x in sums)
+        g_c, g_n = sums
         statistics = jax.vmap(stage_statistics)(g_c, g_n)
         rows += rows_from_statistics(statistics, epoch, run.replicas)
-        if (t + 1) % max(1, len(epochs) // 4) == 0 or t + 1 == len(epochs):
-            log(f'  gradients: {t + 1}/{len(epochs)} checkpoints')
+        bar.update(1)
+    bar.close()
     return rows
 
 
-def run_gradients(workdir: str, analysis, log: Callable[[str], None] = print) -> None:
-    run = open_run(workdir)
-    s = GradientSettings.from_config(analysis.get('gradients'))
+def run(run: Run, s: Settings, context: Context) -> None:
+    log = context.log
     record = run.directory.file('gradients.jsonl')
     source = s.source
     if source == 'auto':
@@ -98,10 +102,10 @@ def run_gradients(workdir: str, analysis, log: Callable[[str], None] = print) ->
         with open(record) as f:
             rows = [json.loads(line) for line in f if line.strip()]
     else:
-        rows = gradients_from_checkpoints(run, s, log)
-    out = run.directory.results_dir('gradients')
+        rows = gradients_from_checkpoints(run, s, context)
+    out = context.output
     write_csv(os.path.join(out, f'gradients_{source}.csv'), rows, COLUMNS)
     for ratio in sorted({r.noise_ratio for r in run.replicas if r.noise_ratio > 0}):
-        p3_plots.gradient_accounting(os.path.join(run.directory.figures_dir, f'gradients_r{ratio:g}.png'),
+        p3_plots.gradient_accounting(os.path.join(context.figures, f'gradients_r{ratio:g}.png'),
                                      [r for r in rows if r['noise_ratio'] == ratio], run.model.stage_names, ratio)
     log(f'  gradients: results/gradients/gradients_{source}.csv, figures/gradients_r*.png')

@@ -18,43 +18,44 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from typing import Callable
-
-import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 
+from memjax.analysis.lifting import STRATEGIES
+from memjax.analysis.settings import AnalysisSettings, Context, setting
 from memjax.analysis.stage_training import StageTrainer
-from memjax.analysis.representations import resolve_stages
-from memjax.analysis.settings import AnalysisSettings
 from memjax.errors import ConfigError
 from memjax.report.stage_plots import stage_accuracy_grid
 from memjax.report.tables import write_csv
-from memjax.run import open_run
+from memjax.run import Run
 from memjax.train.metrics import accuracy
 
+NAME = 'finetune'
 DATASETS = ('val', 'noisy_true')
 
 
 @dataclasses.dataclass(frozen=True)
-class FinetuneSettings(AnalysisSettings):
-    epochs: int = 5
-    learning_rate: float = 0.01
-    optimizer: str = 'sgd'
-    batch_size: int = 128
-    stages: tuple = ()
-    datasets: tuple = DATASETS
-    strategy: str = 'loop'
-    seed: int = 0
+class Settings(AnalysisSettings):
+    """`analysis.finetune`: one stage of each noisy model fine-tuned, all else frozen."""
 
+    epochs: int = setting(5, 'epochs of fine-tuning one stage')
+    learning_rate: float = setting(0.01, 'fine-tuning learning rate')
+    optimizer: str = setting('sgd', 'sgd (momentum 0.9) or adam', choices=('sgd', 'adam'))
+    batch_size: int = setting(128, 'fine-tuning batch size')
+    stages: tuple = setting((), 'stages to fine-tune, one at a time (empty: all)')
+    datasets: tuple = setting(DATASETS, 'val: validation split; noisy_true: D_n^r with true labels')
+    strategy: str = setting('loop', 'vmap or loop over the noisy replicas', choices=STRATEGIES)
+    seed: int = setting(0, 'seed of the batch order')
 
     def validate(self) -> None:
+        self.positive('epochs', 'batch_size')
         for name in self.datasets:
             if name not in DATASETS:
                 raise ConfigError(f"analysis.finetune.datasets has {name!r}; use 'val' and/or 'noisy_true'")
-        if self.optimizer not in ('sgd', 'adam'):
-            raise ConfigError(f"analysis.finetune.optimizer={self.optimizer!r}; use 'sgd' or 'adam'")
+
+    def check_model(self, model) -> None:
+        model.select_stages(self.stages, 'analysis.finetune.stages')
 
     def make_optimizer(self) -> optax.GradientTransformation:
         if self.optimizer == 'adam':
@@ -62,61 +63,55 @@ class FinetuneSettings(AnalysisSettings):
         return optax.sgd(self.learning_rate, momentum=0.9)
 
 
-def run_finetune(workdir: str, analysis, log: Callable[[str], None] = print) -> None:
-    run = open_run(workdir)
-    s = FinetuneSettings.from_config(analysis.get('finetune'))
+def run(run: Run, s: Settings, context: Context) -> None:
     model, data = run.model, run.dataset
     noisy = [r.index for r in run.noisy_replicas('finetune')]
-    stages = list(resolve_stages(model, s.stages))
-    n, v = data.num_train, data.val_labels.size
-    pool = jnp.asarray(np.concatenate([data.train_images, data.val_images, data.test_images]))
+    stages = list(model.select_stages(s.stages, 'analysis.finetune.stages'))
+    pool = run.image_pool('train', 'val', 'test')
     true_pool = np.concatenate([data.train_labels, data.val_labels, data.test_labels])
     labels = jnp.asarray(np.broadcast_to(true_pool, (len(noisy), true_pool.size)))
     masks = run.noise['noise_mask'][noisy]
-    index_sets = {'val': [np.arange(n, n + v)] * len(noisy),
+    index_sets = {'val': [pool.indices('val')] * len(noisy),
                   'noisy_true': [np.flatnonzero(m) for m in masks]}
-    final = run.checkpoints.load_epoch(run.final_epoch())
-    stacked = jax.tree_util.tree_map(lambda x: jnp.asarray(x[np.asarray(noisy)]), final)
-    log(f'finetune: {len(stages)} stages x {len(s.datasets)} data sets x {len(noisy)} noisy replicas, '
+    stacked = run.variables(run.final_epoch(), noisy)
+    context.log(f'finetune: {len(stages)} stages x {len(s.datasets)} data sets x {len(noisy)} noisy replicas, '
         f'{s.epochs} epochs each')
 
     def evaluate(predictions: np.ndarray, k: int) -> dict:
         mask, replica = masks[k], noisy[k]
-        train_part = predictions[:n]
-        return {'test_accuracy': accuracy(predictions[n + v:], data.test_labels),
+        train_part = pool.part(predictions, 'train')
+        return {'test_accuracy': accuracy(pool.part(predictions, 'test'), data.test_labels),
                 'noisy_true_accuracy': accuracy(train_part, data.train_labels, mask),
                 'memorization_accuracy': accuracy(train_part, run.noise['labels'][replica], mask)}
 
     rows = []
     baseline = StageTrainer(model, data.mean, data.std, stages[0], s.make_optimizer(), s.batch_size, s.strategy,
                             len(noisy))
-    before = baseline.predict(baseline.lift.batch(stacked), pool)
+    before = baseline.predict(stacked, pool.images)
     for k, replica in enumerate(noisy):
-        rep = run.replicas[replica]
-        rows.append({'data': 'none', 'noise_ratio': rep.noise_ratio, 'seed': rep.seed, 'stage': 'none',
-                     **evaluate(before[k], k)})
+        rows.append({'data': 'none', **run.row(replica), 'stage': 'none', **evaluate(before[k], k)})
+    bar = context.progress(len(s.datasets) * len(stages) * s.epochs, 'finetune epochs')
     for dataset in s.datasets:
         for stage in stages:
             trainer = StageTrainer(model, data.mean, data.std, stage, s.make_optimizer(), s.batch_size, s.strategy,
                                    len(noisy), s.seed)
             variables, opt_state = trainer.prepare(stacked)
             for epoch in range(s.epochs):
-                variables, opt_state, _ = trainer.epoch(variables, opt_state, pool, labels, index_sets[dataset],
-                                                        epoch)
-            predictions = trainer.predict(variables, pool)
+                variables, opt_state, _ = trainer.epoch(variables, opt_state, pool.images, labels,
+                                                        index_sets[dataset], epoch)
+                bar.update(1)
+            predictions = trainer.predict(variables, pool.images)
             for k, replica in enumerate(noisy):
-                rep = run.replicas[replica]
-                rows.append({'data': dataset, 'noise_ratio': rep.noise_ratio, 'seed': rep.seed, 'stage': stage,
-                             **evaluate(predictions[k], k)})
-        log(f'  finetune on {dataset}: {len(stages)} stages done')
-    out = run.directory.results_dir('finetune')
-    columns = ('data', 'noise_ratio', 'seed', 'stage', 'test_accuracy', 'noisy_true_accuracy',
+                rows.append({'data': dataset, **run.row(replica), 'stage': stage, **evaluate(predictions[k], k)})
+    bar.close()
+    out = context.output
+    columns = ('data', 'replica', 'noise_ratio', 'seed', 'stage', 'test_accuracy', 'noisy_true_accuracy',
                'memorization_accuracy')
     write_csv(os.path.join(out, 'finetune.csv'), rows, columns)
-    stage_accuracy_grid(os.path.join(run.directory.figures_dir, 'finetune.png'), rows, stages,
+    stage_accuracy_grid(os.path.join(context.figures, 'finetune.png'), rows, stages,
                         [d for d in DATASETS if d in s.datasets],
                         {'val': 'fine-tuned on the validation split',
                          'noisy_true': 'fine-tuned on $D_n^r$ with true labels'},
                         (('test_accuracy', 'test accuracy'), ('noisy_true_accuracy', '$D_n^r$ vs true labels')),
                         'Fine-tuning exactly one stage of the noisy model (P2 Fig. 6)')
-    log('  finetune: results/finetune/finetune.csv, figures/finetune.png')
+    context.log('  finetune: results/finetune/finetune.csv, figures/finetune.png')

@@ -26,32 +26,38 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from typing import Callable
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from memjax.data.pipeline import normalize
-from memjax.analysis.settings import AnalysisSettings
+from memjax.analysis.settings import AnalysisSettings, Context, setting
 from memjax.models import StagedModel
 from memjax.report import p3_plots
 from memjax.report.tables import write_csv
-from memjax.run import open_run
+from memjax.run import Run
+
+
+NAME = 'neurons'
 
 
 @dataclasses.dataclass(frozen=True)
-class NeuronSettings(AnalysisSettings):
-    num_clean: int = 32
-    num_noisy: int = 32
-    max_neurons: int = 30
-    noise_std: float = 0.1           # std of the input noise, in normalised input units
-    noise_copies: int = 5
-    reference_batch: int = 32        # random training examples in the mean loss
-    accuracy_examples: int = 256     # training subset for accuracy after removal
-    parallel: int = 64               # examples searched at once
-    seed: int = 0
+class Settings(AnalysisSettings):
+    """`analysis.neurons`: the critical-neuron search of P3 section 6.1."""
 
+    num_clean: int = setting(32, 'clean training examples searched per replica (P3: 1000)')
+    num_noisy: int = setting(32, 'noisy training examples searched per replica (P3: 1000)')
+    max_neurons: int = setting(30, 'cap on neurons removed per example')
+    noise_std: float = setting(0.1, 'std of the averaged classifier\'s input noise (normalised units)')
+    noise_copies: int = setting(5, 'noisy copies in the averaged classifier')
+    reference_batch: int = setting(32, 'random training examples in the objective\'s mean loss')
+    accuracy_examples: int = setting(256, 'training subset for the accuracy after removal')
+    parallel: int = setting(64, 'examples searched at once (vmap)')
+    seed: int = setting(0, 'seed of the example choice and input noise')
+
+    def validate(self) -> None:
+        self.positive('max_neurons', 'noise_copies', 'reference_batch', 'accuracy_examples', 'parallel')
 
 
 def full_masks(model: StagedModel, variables: dict, example_shape: tuple) -> dict:
@@ -68,7 +74,7 @@ def _averaged_log_probs(model, variables, x, masks, key, copies, std):
     return jnp.log(probs + 1e-12)
 
 
-def _search_step(model, variables, settings: NeuronSettings, masks, done, count, x, y, ref_x, ref_y, key):
+def _search_step(model, variables, settings: Settings, masks, done, count, x, y, ref_x, ref_y, key):
     """One removal for one example (vmapped over examples by the caller)."""
     def objective(m):
         own = _averaged_log_probs(model, variables, x[None], m, key, settings.noise_copies, settings.noise_std)
@@ -91,7 +97,7 @@ def _search_step(model, variables, settings: NeuronSettings, masks, done, count,
 
 
 def critical_neuron_search(model: StagedModel, variables: dict, x: jax.Array, y: jax.Array, ref_x: jax.Array,
-                           ref_y: jax.Array, settings: NeuronSettings, key: jax.Array) -> dict:
+                           ref_y: jax.Array, settings: Settings, key: jax.Array) -> dict:
     """Greedy removal for every example of x: [E, ...] (normalised) with labels y: [E].
 
     ref_x: [M, ...], ref_y: [M] a pool the reference batches are drawn from.
@@ -143,13 +149,12 @@ def detection_auc(clean_counts: np.ndarray, noisy_counts: np.ndarray) -> float:
     return float(np.mean((diff > 0) + 0.5 * (diff == 0)))
 
 
-def run_neurons(workdir: str, analysis, log: Callable[[str], None] = print) -> None:
+def run(run: Run, s: Settings, context: Context) -> None:
     """The search on `num_clean` clean and `num_noisy` noisy training examples of every noisy replica."""
-    run = open_run(workdir)
-    s = NeuronSettings.from_config(analysis.get('neurons'))
+    log = context.log
     model, data = run.model, run.dataset
     noisy_replicas = run.noisy_replicas('neurons')
-    final = run.checkpoints.load_epoch(run.final_epoch())
+    final_epoch = run.final_epoch()
     rng = np.random.default_rng(s.seed)
     images = jnp.asarray(normalize(data.train_images, data.mean, data.std))
     stages = model.stage_names[:-1]
@@ -157,7 +162,7 @@ def run_neurons(workdir: str, analysis, log: Callable[[str], None] = print) -> N
     log(f'neurons: {s.num_clean} clean + {s.num_noisy} noisy examples x {len(noisy_replicas)} replicas, '
         f'at most {s.max_neurons} neurons each')
     for rep in noisy_replicas:
-        variables = jax.tree_util.tree_map(lambda v: jnp.asarray(v[rep.index]), final)
+        variables = run.replica_variables(final_epoch, rep.index)
         labels, mask = run.noise['labels'][rep.index], run.noise['noise_mask'][rep.index]
         chosen = {'clean': rng.permutation(np.flatnonzero(~mask))[:s.num_clean],
                   'noisy': rng.permutation(np.flatnonzero(mask))[:s.num_noisy]}
@@ -172,25 +177,25 @@ def run_neurons(workdir: str, analysis, log: Callable[[str], None] = print) -> N
             if not result['initially_correct'][j]:
                 continue
             flipped = bool(result['flipped'][j])
-            rows.append({'replica': rep.index, 'noise_ratio': rep.noise_ratio, 'seed': rep.seed, 'kind': kinds[j],
+            rows.append({**run.row(rep.index), 'kind': kinds[j],
                          'example': int(example), 'neurons': int(result['count'][j]), 'flipped': flipped,
                          'accuracy_after': float(after[j]),
                          **{f'removed_{st}': int(np.sum(result['masks'][st][j] == 0)) for st in stages}})
         counts = {k: np.array([r['neurons'] if r['flipped'] else s.max_neurons + 1 for r in rows
                                if r['replica'] == rep.index and r['kind'] == k]) for k in ('clean', 'noisy')}
         auc = detection_auc(counts['clean'], counts['noisy'])
-        summary.append({'replica': rep.index, 'noise_ratio': rep.noise_ratio, 'seed': rep.seed,
+        summary.append({**run.row(rep.index),
                         'mean_neurons_clean': float(np.mean(counts['clean'])) if counts['clean'].size else None,
                         'mean_neurons_noisy': float(np.mean(counts['noisy'])) if counts['noisy'].size else None,
                         'auc_noisy_detection': auc})
         log(f"  r={rep.noise_ratio:g} seed {rep.seed}: clean {summary[-1]['mean_neurons_clean']}, "
             f"noisy {summary[-1]['mean_neurons_noisy']} neurons on average, AUC {auc:.3f}")
-    out = run.directory.results_dir('neurons')
+    out = context.output
     write_csv(os.path.join(out, 'neurons.csv'), rows,
               ('replica', 'noise_ratio', 'seed', 'kind', 'example', 'neurons', 'flipped', 'accuracy_after',
                *[f'removed_{st}' for st in stages]))
     write_csv(os.path.join(out, 'summary.csv'), summary,
               ('replica', 'noise_ratio', 'seed', 'mean_neurons_clean', 'mean_neurons_noisy', 'auc_noisy_detection'))
-    p3_plots.neuron_counts(os.path.join(run.directory.figures_dir, 'neurons.png'), rows, stages, s.max_neurons)
+    p3_plots.neuron_counts(os.path.join(context.figures, 'neurons.png'), rows, stages, s.max_neurons)
     log('  neurons: results/neurons/neurons.csv, summary.csv, figures/neurons.png '
         '(examples not flipped within the cap count as cap + 1 in the means and the AUC)')

@@ -17,27 +17,25 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from typing import Callable
-
-import jax.numpy as jnp
-import numpy as np
-
 from memjax.analysis.evaluation import Evaluator, training_metrics
-from memjax.analysis.settings import AnalysisSettings
-from memjax.errors import ConfigError
+from memjax.analysis.lifting import STRATEGIES
+from memjax.analysis.settings import AnalysisSettings, Context, setting
 from memjax.report import p3_plots
 from memjax.report.tables import write_csv
-from memjax.run import open_run
+from memjax.run import Run
+
+NAME = 'rewinding'
 
 
 @dataclasses.dataclass(frozen=True)
-class RewindSettings(AnalysisSettings):
-    epochs: tuple = ()          # kept epochs to rewind to (empty: all)
-    num_train: int | None = None  # training examples evaluated (None: all)
-    num_test: int | None = None
-    last_k: bool = True
-    strategy: str = 'loop'
+class Settings(AnalysisSettings):
+    """`analysis.rewinding`: stages of the final model set back to earlier epochs (P3 section 5.1)."""
 
+    epochs: tuple = setting((), 'kept epochs to rewind to (empty: all)')
+    num_train: int | None = setting(None, 'training examples evaluated (None: all)')
+    num_test: int | None = setting(None, 'test examples evaluated (None: all)')
+    last_k: bool = setting(True, 'also rewind the last k stages together (P5)')
+    strategy: str = setting('loop', 'vmap or loop over replicas', choices=STRATEGIES)
 
 
 def rewound(model, final: dict, past: dict, stages) -> dict:
@@ -48,54 +46,49 @@ def rewound(model, final: dict, past: dict, stages) -> dict:
     return out
 
 
-def run_rewinding(workdir: str, analysis, log: Callable[[str], None] = print) -> None:
-    run = open_run(workdir)
-    s = RewindSettings.from_config(analysis.get('rewinding'))
+def run(run: Run, s: Settings, context: Context) -> None:
     model, data = run.model, run.dataset
-    kept = run.epochs()
-    epochs = [e for e in kept if not s.epochs or e in s.epochs]
-    if s.epochs and len(epochs) != len(s.epochs):
-        raise ConfigError(f"analysis.rewinding.epochs={tuple(s.epochs)} asks for epochs that were not kept; "
-                          f"kept: {kept}")
+    epochs = run.kept_epochs(s.epochs, 'analysis.rewinding.epochs')
+    final_epoch = run.final_epoch()
     n = min(s.num_train or data.num_train, data.num_train)
     m = min(s.num_test or data.test_labels.size, data.test_labels.size)
-    images = jnp.asarray(np.concatenate([data.train_images[:n], data.test_images[:m]]))
+    pool = run.image_pool('train', 'test', limits={'train': n, 'test': m})
     noise = run.noise
     evaluator = Evaluator(model, data.mean, data.std, s.strategy, len(run.replicas))
-    final = run.checkpoints.load_epoch(kept[-1])
+    final = run.variables(final_epoch)
     stages = model.stage_names
-    log(f'rewinding: {len(stages)} stages x {len(epochs)} epochs x {len(run.replicas)} replicas on {n} train '
+    context.log(f'rewinding: {len(stages)} stages x {len(epochs)} epochs x {len(run.replicas)} replicas on {n} train '
         f'+ {m} test examples' + (f', and the last k stages for k = 1..{len(stages) - 1}' if s.last_k else ''))
 
     def rows_for(variables, mode: str, what: str, epoch: int) -> list[dict]:
-        predictions = evaluator.predict(variables, images)
+        predictions = evaluator.predict(variables, pool.images)
+        train, test = pool.part(predictions, 'train'), pool.part(predictions, 'test')
         out = []
-        for rep in run.replicas:
-            i = rep.index
-            metrics = training_metrics(predictions[i, :n], noise['labels'][i, :n], noise['true_labels'][:n],
-                                       noise['noise_mask'][i, :n], predictions[i, n:], data.test_labels[:m])
-            out.append({'mode': mode, 'stage': what, 'epoch': epoch, 'replica': i, 'noise_ratio': rep.noise_ratio,
-                        'seed': rep.seed, **metrics})
+        for i in range(len(run.replicas)):
+            metrics = training_metrics(train[i], noise['labels'][i, :n], noise['true_labels'][:n],
+                                       noise['noise_mask'][i, :n], test[i], data.test_labels[:m])
+            out.append({'mode': mode, 'stage': what, 'epoch': epoch, **run.row(i), **metrics})
         return out
 
-    rows = rows_for(final, 'none', 'none', kept[-1])
-    for t, epoch in enumerate(epochs):
-        past = run.checkpoints.load_epoch(epoch)
+    rows = rows_for(final, 'none', 'none', final_epoch)
+    bar = context.progress(len(epochs), 'rewinding epochs')
+    for epoch in epochs:
+        past = run.variables(epoch)
         for stage in stages:
             rows += rows_for(rewound(model, final, past, [stage]), 'single', stage, epoch)
         if s.last_k:
             for k in range(1, len(stages)):
                 rows += rows_for(rewound(model, final, past, stages[-k:]), 'last_k', str(k), epoch)
-        if (t + 1) % max(1, len(epochs) // 4) == 0 or t + 1 == len(epochs):
-            log(f'  rewinding: {t + 1}/{len(epochs)} epochs')
-    out = run.directory.results_dir('rewinding')
+        bar.update(1)
+    bar.close()
+    out = context.output
     columns = ('mode', 'stage', 'epoch', 'replica', 'noise_ratio', 'seed', 'clean_accuracy', 'memorization_accuracy',
                'noisy_true_accuracy', 'train_accuracy', 'test_accuracy')
     write_csv(os.path.join(out, 'rewinding.csv'), rows, columns)
-    figures = run.directory.figures_dir
+    figures = context.figures
     for ratio in sorted({r.noise_ratio for r in run.replicas}):
         p3_plots.rewinding_heatmaps(os.path.join(figures, f'rewinding_r{ratio:g}.png'),
                                     [r for r in rows if r['noise_ratio'] == ratio], stages, epochs, ratio)
     if s.last_k:
         p3_plots.rewinding_last_k(os.path.join(figures, 'rewinding_last_k.png'), rows, len(stages), epochs)
-    log('  rewinding: results/rewinding/rewinding.csv, figures/rewinding_r*.png, rewinding_last_k.png')
+    context.log('  rewinding: results/rewinding/rewinding.csv, figures/rewinding_r*.png, rewinding_last_k.png')

@@ -18,37 +18,44 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from typing import Callable
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 
 from memjax.analysis.evaluation import training_metrics
+from memjax.analysis.lifting import STRATEGIES
+from memjax.analysis.settings import AnalysisSettings, Context, setting
 from memjax.analysis.stage_training import StageTrainer
-from memjax.analysis.representations import resolve_stages
-from memjax.analysis.settings import AnalysisSettings
 from memjax.errors import ConfigError
 from memjax.report import p3_plots
 from memjax.report.tables import write_csv
-from memjax.run import open_run
+from memjax.run import Run
 from memjax.train.schedules import one_cycle
+
+NAME = 'retraining'
 
 
 @dataclasses.dataclass(frozen=True)
-class RetrainSettings(AnalysisSettings):
-    epochs: int = 20
-    peak_epoch: float = 10.0
-    learning_rate: float = 0.1
-    momentum: float = 0.9
-    weight_decay: float = 5e-4
-    batch_size: int = 128
-    stages: tuple = ()
-    num_train: int | None = None   # training examples evaluated each epoch (None: all)
-    strategy: str = 'loop'
-    seed: int = 0
+class Settings(AnalysisSettings):
+    """`analysis.retraining`: one stage reset to epoch 0 and retrained on clean examples (P3 section 5.2)."""
 
+    epochs: int = setting(20, 'retraining epochs (P3: 20, one-cycle peaking at epoch 10)')
+    peak_epoch: float = setting(10.0, 'epoch of the one-cycle peak')
+    learning_rate: float = setting(0.1, 'peak learning rate')
+    momentum: float = setting(0.9, 'SGD momentum')
+    weight_decay: float = setting(5e-4, 'weight decay')
+    batch_size: int = setting(128, 'retraining batch size')
+    stages: tuple = setting((), 'stages to retrain, one at a time (empty: all)')
+    num_train: int | None = setting(None, 'training examples evaluated each epoch (None: all)')
+    strategy: str = setting('loop', 'vmap or loop over the noisy replicas', choices=STRATEGIES)
+    seed: int = setting(0, 'seed of the batch order')
+
+    def validate(self) -> None:
+        self.positive('epochs', 'batch_size')
+
+    def check_model(self, model) -> None:
+        model.select_stages(self.stages, 'analysis.retraining.stages')
 
     def optimizer(self, steps_per_epoch: int) -> optax.GradientTransformation:
         schedule = one_cycle(self.learning_rate, self.peak_epoch * steps_per_epoch, self.epochs * steps_per_epoch)
@@ -56,15 +63,13 @@ class RetrainSettings(AnalysisSettings):
                            optax.sgd(schedule, momentum=self.momentum or None))
 
 
-def run_retraining(workdir: str, analysis, log: Callable[[str], None] = print) -> None:
-    run = open_run(workdir)
-    s = RetrainSettings.from_config(analysis.get('retraining'))
+def run(run: Run, s: Settings, context: Context) -> None:
     model, data = run.model, run.dataset
     noisy = [r.index for r in run.noisy_replicas('retraining')]
-    stages = list(resolve_stages(model, s.stages))
+    stages = list(model.select_stages(s.stages, 'analysis.retraining.stages'))
     n_eval = min(s.num_train or data.num_train, data.num_train)
-    pool = jnp.asarray(np.concatenate([data.train_images, data.test_images]))
-    eval_images = jnp.asarray(np.concatenate([data.train_images[:n_eval], data.test_images]))
+    pool = run.image_pool('train', 'test')
+    eval_pool = run.image_pool('train', 'test', limits={'train': n_eval})
     labels = jnp.asarray(np.concatenate([run.noise['labels'][noisy],
                                          np.broadcast_to(data.test_labels, (len(noisy), data.test_labels.size))],
                                         axis=1))
@@ -73,13 +78,11 @@ def run_retraining(workdir: str, analysis, log: Callable[[str], None] = print) -
     steps_per_epoch = max(len(c) for c in clean_sets) // s.batch_size
     if steps_per_epoch == 0:
         raise ConfigError(f"analysis.retraining.batch_size={s.batch_size} is larger than the clean training set")
-    final = run.checkpoints.load_epoch(run.final_epoch())
-    initial = run.checkpoints.load_epoch(0)
-    take = lambda tree: jax.tree_util.tree_map(lambda x: jnp.asarray(x[np.asarray(noisy)]), tree)
-    final, initial = take(final), take(initial)
-    log(f'retraining: {len(stages)} stages x {len(noisy)} noisy replicas, {s.epochs} epochs on clean examples each')
+    final, initial = run.variables(run.final_epoch(), noisy), run.variables(0, noisy)
+    context.log(f'retraining: {len(stages)} stages x {len(noisy)} noisy replicas, {s.epochs} epochs on clean examples each')
 
     rows = []
+    bar = context.progress(len(stages) * s.epochs, 'retraining epochs')
     for stage in stages:
         trainer = StageTrainer(model, data.mean, data.std, stage, s.optimizer(steps_per_epoch), s.batch_size,
                                s.strategy, len(noisy), s.seed)
@@ -87,20 +90,22 @@ def run_retraining(workdir: str, analysis, log: Callable[[str], None] = print) -
         variables, opt_state = trainer.prepare(start)
         for epoch in range(s.epochs + 1):
             if epoch > 0:
-                variables, opt_state, _ = trainer.epoch(variables, opt_state, pool, labels, clean_sets, epoch)
-            predictions = trainer.predict(variables, eval_images)
+                variables, opt_state, _ = trainer.epoch(variables, opt_state, pool.images, labels, clean_sets,
+                                                        epoch)
+                bar.update(1)
+            predictions = trainer.predict(variables, eval_pool.images)
+            train, test = eval_pool.part(predictions, 'train'), eval_pool.part(predictions, 'test')
             for k, i in enumerate(noisy):
-                rep = run.replicas[i]
-                metrics = training_metrics(predictions[k, :n_eval], run.noise['labels'][i, :n_eval],
+                metrics = training_metrics(train[k], run.noise['labels'][i, :n_eval],
                                            run.noise['true_labels'][:n_eval], masks[k, :n_eval],
-                                           predictions[k, n_eval:], data.test_labels)
-                rows.append({'stage': stage, 'epoch': epoch, 'replica': i, 'noise_ratio': rep.noise_ratio,
-                             'seed': rep.seed, **metrics})
-        log(f'  retraining {stage}: clean {rows[-1]["clean_accuracy"]:.3f}, '
+                                           test[k], data.test_labels)
+                rows.append({'stage': stage, 'epoch': epoch, **run.row(i), **metrics})
+        context.log(f'  retraining {stage}: clean {rows[-1]["clean_accuracy"]:.3f}, '
             f'memorization {rows[-1]["memorization_accuracy"]:.3f} after {s.epochs} epochs')
-    out = run.directory.results_dir('retraining')
+    bar.close()
+    out = context.output
     write_csv(os.path.join(out, 'retraining.csv'), rows,
               ('stage', 'epoch', 'replica', 'noise_ratio', 'seed', 'clean_accuracy', 'memorization_accuracy',
                'noisy_true_accuracy', 'train_accuracy', 'test_accuracy'))
-    p3_plots.retraining_curves(os.path.join(run.directory.figures_dir, 'retraining.png'), rows, stages)
-    log('  retraining: results/retraining/retraining.csv, figures/retraining.png')
+    p3_plots.retraining_curves(os.path.join(context.figures, 'retraining.png'), rows, stages)
+    context.log('  retraining: results/retraining/retraining.csv, figures/retraining.png')

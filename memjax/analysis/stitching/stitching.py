@@ -6,12 +6,12 @@ and every stitch point l (base depth l = 1 .. L-1):
 - clean-to-noisy h_r(S(g_0)): clean base, noisy head;
 - noisy-to-clean h_0(S(g_r)): noisy base, clean head.
 
-S trains on the validation split (see `memjax.analysis.stitching`). Every
+S trains on the validation split (see `memjax.analysis.stitching.stitch_trainer`). Every
 stitched model is evaluated on the test split and on the noisy replica's
 training set: memorization accuracy on D_n^r (its relabelled examples, against
 the noisy labels), D_n^r against the true labels, and the clean subset D_c^r;
 the same for S at its initialisation (least squares by default) before
-training. Then the critical depths (`memjax.analysis.critical_depths`).
+training. Then the critical depths (`memjax.analysis.stitching.critical_depths`).
 
 Written: results/stitching/{stitching.csv, baselines.csv, critical_depths.csv,
 stitching.npz}, figures/stitching_{clean_to_noisy,noisy_to_clean}.png (P2
@@ -22,80 +22,90 @@ against r, one line per depth).
 
 from __future__ import annotations
 
+import dataclasses
 import os
-import time
-from typing import Callable
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 
-from memjax.analysis.critical_depths import critical_depths
-from memjax.analysis.stitching import StitchSettings, StitchTrainer, stitch_points
-from memjax.data.pipeline import normalize
+from memjax.analysis.evaluation import Evaluator
+from memjax.analysis.lifting import STRATEGIES
+from memjax.analysis.settings import AnalysisSettings, Context, setting
+from memjax.analysis.stitching.critical_depths import critical_depths
+from memjax.analysis.stitching.stitch_trainer import StitchTrainer, stitch_points
 from memjax.errors import ConfigError
 from memjax.report import stitch_plots
 from memjax.report.tables import write_csv
-from memjax.run import Run, open_run
+from memjax.run import ImagePool, Run
 from memjax.train.metrics import accuracy, subset_accuracies
 
+NAME = 'stitching'
 DIRECTIONS = ('clean_to_noisy', 'noisy_to_clean')
 METRICS = ('test_accuracy', 'memorization_accuracy', 'noisy_true_accuracy', 'clean_accuracy')
+INITS = ('least_squares', 'identity', 'random')
 
 
-def stitch_groups(run: Run) -> list[tuple[int, list[int]]]:
-    """[(clean replica, [noisy replicas of the same seed])], one per seed that has both."""
-    groups = []
-    for seed in sorted({r.seed for r in run.replicas}):
-        clean = [r.index for r in run.replicas if r.seed == seed and r.noise_ratio == 0.0]
-        noisy = [r.index for r in run.replicas if r.seed == seed and r.noise_ratio > 0.0]
-        if clean and noisy:
-            groups.append((clean[0], noisy))
-    if not groups:
-        raise ConfigError('stitching needs a clean (r = 0) and a noisy replica of the same seed; '
-                          'set noise.ratios to include 0.0 and at least one r > 0')
-    return groups
+@dataclasses.dataclass(frozen=True)
+class Settings(AnalysisSettings):
+    """`analysis.stitching`: how stitch layers are placed, trained and judged."""
+
+    epochs: int = setting(10, 'epochs of stitch-layer training on the validation split')
+    learning_rate: float = setting(1e-3, 'stitch-layer learning rate')
+    batch_size: int = setting(128, 'stitch-layer batch size')
+    optimizer: str = setting('adam', 'stitch-layer optimizer (sgd: momentum 0.9)', choices=('adam', 'sgd'))
+    init: str = setting('least_squares', 'initialisation of S', choices=INITS)
+    batchnorm: bool = setting(False, 'BN -> S -> BN (Bansal et al.)')
+    points: tuple = setting((), 'stages after which to stitch (empty: every boundary but the last)')
+    strategy: str = setting('loop', 'how the stitches of one point are trained together', choices=STRATEGIES)
+    memorization_tolerance: float = setting(0.05, '"near chance": memorization accuracy <= 1/K + this')
+    generalization_tolerance: float = setting(0.02, '"matches": test accuracy >= clean test accuracy - this')
+    seed: int = setting(0, 'seed of S initialisation and batch order')
+    eval_batch_size: int = setting(1000, 'examples per evaluation batch')
+
+    def validate(self) -> None:
+        self.positive('epochs', 'batch_size', 'eval_batch_size')
+        if self.batchnorm and self.init == 'least_squares':
+            raise ConfigError("analysis.stitching.init='least_squares' fits the plain stitch layer; with "
+                              "batchnorm=True use init='identity' or 'random'")
+
+    def check_model(self, model) -> None:
+        stitch_points(model, self.points)
 
 
-def model_metrics(predictions: np.ndarray, run: Run, noisy: int) -> dict:
-    """Accuracies of predictions [N + M] (train, then test) w.r.t. replica `noisy`'s labels and D_n^r."""
-    n = run.noise['true_labels'].size
-    row = subset_accuracies(predictions[:n], run.noise['labels'][noisy], run.noise['true_labels'],
+def model_metrics(predictions: np.ndarray, pool: ImagePool, run: Run, noisy: int) -> dict:
+    """Accuracies of predictions [P] on the train+test pool w.r.t. replica `noisy`'s labels and D_n^r."""
+    row = subset_accuracies(pool.part(predictions, 'train'), run.noise['labels'][noisy], run.noise['true_labels'],
                             run.noise['noise_mask'][noisy])
     row.pop('train_accuracy')
-    row['test_accuracy'] = accuracy(predictions[n:], run.dataset.test_labels)
+    row['test_accuracy'] = accuracy(pool.part(predictions, 'test'), run.dataset.test_labels)
     return row
 
 
-def run_stitching(workdir: str, analysis, log: Callable[[str], None] = print) -> None:
-    run = open_run(workdir)
-    settings = StitchSettings.from_config(analysis.get('stitching'))
+def run(run: Run, settings: Settings, context: Context) -> None:
     model, data = run.model, run.dataset
-    final = run.checkpoints.load_epoch(run.final_epoch())
-    replica = lambda i: jax.tree_util.tree_map(lambda x: jnp.asarray(x[i]), final)
-    stack = lambda ids: jax.tree_util.tree_map(lambda x: jnp.asarray(x[np.asarray(ids)]), final)
-    pool = jnp.asarray(np.concatenate([data.train_images, data.test_images]))
+    final_epoch = run.final_epoch()
+    replica = lambda i: run.replica_variables(final_epoch, i)
+    stack = lambda ids: run.variables(final_epoch, ids)
+    pool = run.image_pool('train', 'test')
     val_images, val_labels = jnp.asarray(data.val_images), jnp.asarray(data.val_labels)
     points = stitch_points(model, settings.points)
     chance = 1.0 / data.num_classes
-    groups = stitch_groups(run)
-    log(f'stitching: {len(points)} points x 2 directions x {sum(len(g[1]) for g in groups)} noisy replicas, '
+    groups = run.seed_groups('stitching')
+    context.log(f'stitching: {len(points)} points x 2 directions x {sum(len(g[1]) for g in groups)} noisy replicas, '
         f'S trained {settings.epochs} epochs on {val_labels.size} validation examples ({settings.strategy})')
 
     baselines, rows = [], []
-    predict = jax.jit(lambda v, x: jnp.argmax(model.logits(v, normalize(x, data.mean, data.std, model.dtype)), -1))
-    unstitched = {}
-    for i in sorted({i for clean, noisy in groups for i in [clean, *noisy]}):
-        unstitched[i] = np.concatenate([np.asarray(predict(replica(i), pool[j:j + 1000]))
-                                        for j in range(0, pool.shape[0], 1000)])
+    involved = sorted({i for clean, noisy in groups for i in [clean, *noisy]})
+    evaluator = Evaluator(model, data.mean, data.std, 'loop', len(involved), settings.eval_batch_size)
+    unstitched = dict(zip(involved, evaluator.predict(stack(involved), pool.images)))
     for clean, noisy in groups:
         for i in noisy:
             rep = run.replicas[i]
             for role, j in (('clean', clean), ('noisy', i)):
                 baselines.append({'noise_ratio': rep.noise_ratio, 'seed': rep.seed, 'model': role,
-                                  **model_metrics(unstitched[j], run, i)})
+                                  **model_metrics(unstitched[j], pool, run, i)})
 
-    started = time.perf_counter()
+    bar = context.progress(len(DIRECTIONS) * len(groups) * len(points), 'stitching points')
     for direction in DIRECTIONS:
         for clean, noisy in groups:
             base, head = (replica(clean), stack(noisy)) if direction == 'clean_to_noisy' else \
@@ -105,20 +115,20 @@ def run_stitching(workdir: str, analysis, log: Callable[[str], None] = print) ->
                 trainer = StitchTrainer(model, data.mean, data.std, point, settings, base, head, shared,
                                         len(noisy))
                 stitch = trainer.init(data.val_images)
-                before = trainer.predict(stitch, pool)
+                before = trainer.predict(stitch, pool.images)
                 stitch, losses = trainer.train(stitch, val_images, val_labels)
-                after = trainer.predict(stitch, pool)
+                after = trainer.predict(stitch, pool.images)
                 for k, i in enumerate(noisy):
                     rep = run.replicas[i]
-                    init = model_metrics(before[k], run, i)
+                    init = model_metrics(before[k], pool, run, i)
                     rows.append({'direction': direction, 'noise_ratio': rep.noise_ratio, 'seed': rep.seed,
                                  'depth': point, 'stage': model.stage_names[point - 1],
-                                 **model_metrics(after[k], run, i),
+                                 **model_metrics(after[k], pool, run, i),
                                  'init_test_accuracy': init['test_accuracy'],
                                  'init_memorization_accuracy': init['memorization_accuracy'],
                                  'final_loss': float(losses[-1][k]) if losses else None})
-            log(f'  {direction}, seed {run.replicas[clean].seed}: {len(points)} points done '
-                f'({time.perf_counter() - started:.0f} s)')
+                bar.update(1)
+    bar.close()
 
     depth_rows = []
     for direction in DIRECTIONS:
@@ -137,13 +147,14 @@ def run_stitching(workdir: str, analysis, log: Callable[[str], None] = print) ->
                     depth_rows.append({'direction': direction, 'noise_ratio': rep.noise_ratio, 'seed': rep.seed,
                                        'critical_depth': name, 'depth': depth,
                                        'stage': None if not depth else model.stage_names[depth - 1]})
-    _write(run, rows, baselines, depth_rows, chance, settings)
-    log('  stitching: results/stitching/stitching.csv, critical_depths.csv; '
+    _write(run, context, rows, baselines, depth_rows, chance, settings)
+    context.log('  stitching: results/stitching/stitching.csv, critical_depths.csv; '
         'figures/stitching_clean_to_noisy.png, stitching_noisy_to_clean.png, stitching_vs_noise.png')
 
 
-def _write(run: Run, rows: list, baselines: list, depth_rows: list, chance: float, settings) -> None:
-    out = run.directory.results_dir('stitching')
+def _write(run: Run, context: Context, rows: list, baselines: list, depth_rows: list, chance: float,
+           settings: Settings) -> None:
+    out = context.output
     columns = ('direction', 'noise_ratio', 'seed', 'depth', 'stage', *METRICS, 'init_test_accuracy',
                'init_memorization_accuracy', 'final_loss')
     write_csv(os.path.join(out, 'stitching.csv'), rows, columns)
@@ -156,7 +167,7 @@ def _write(run: Run, rows: list, baselines: list, depth_rows: list, chance: floa
              direction=np.asarray([r['direction'] for r in rows]), stage=np.asarray([r['stage'] for r in rows]),
              tolerances=np.asarray([settings.memorization_tolerance, settings.generalization_tolerance]),
              chance=chance)
-    figures = run.directory.figures_dir
+    figures = context.figures
     stage_names = run.model.stage_names
     for direction in DIRECTIONS:
         stitch_plots.accuracy_vs_depth(os.path.join(figures, f'stitching_{direction}.png'), direction,

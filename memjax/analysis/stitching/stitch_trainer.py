@@ -16,7 +16,6 @@ pairs share their base (clean-to-noisy: the clean model) or their head
 
 from __future__ import annotations
 
-import dataclasses
 from typing import Any
 
 import jax
@@ -24,42 +23,13 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from memjax.analysis.stitch_layer import (StitchLayer, init_stitch, least_squares_params,
+from memjax.analysis.stitching.stitch_layer import (StitchLayer, init_stitch, least_squares_params,
                                           normal_equations)
 from memjax.data.pipeline import normalize
-from memjax.analysis.settings import AnalysisSettings
 from memjax.errors import ConfigError
 from memjax.models import StagedModel
 from memjax.train.step import cross_entropy
-from memjax.train.strategies import Lifted
-
-
-@dataclasses.dataclass(frozen=True)
-class StitchSettings(AnalysisSettings):
-    """`analysis.stitching` config."""
-
-    epochs: int = 10
-    learning_rate: float = 1e-3
-    batch_size: int = 128
-    optimizer: str = 'adam'
-    init: str = 'least_squares'
-    batchnorm: bool = False
-    points: tuple = ()
-    strategy: str = 'loop'
-    memorization_tolerance: float = 0.05
-    generalization_tolerance: float = 0.02
-    seed: int = 0
-    eval_batch_size: int = 1000
-
-    def validate(self) -> None:
-        if self.optimizer not in ('adam', 'sgd'):
-            raise ConfigError(f"analysis.stitching.optimizer={self.optimizer!r}; use 'adam' or 'sgd'")
-        if self.strategy not in ('vmap', 'loop'):
-            raise ConfigError(f"analysis.stitching.strategy={self.strategy!r}; use 'vmap' or 'loop'")
-        if self.batchnorm and self.init == 'least_squares':
-            raise ConfigError("analysis.stitching.init='least_squares' fits the plain stitch layer; with "
-                              "batchnorm=True use init='identity' or 'random'")
-
+from memjax.analysis.lifting import Lifted, take
 
 
 def stitch_points(model: StagedModel, names: tuple) -> list[int]:
@@ -70,17 +40,13 @@ def stitch_points(model: StagedModel, names: tuple) -> list[int]:
     if not names:
         return list(range(1, model.num_stages))
     points = []
-    for name in names:
+    for name in model.select_stages(names, 'analysis.stitching.points'):
         index = model.stage_index(name)
         if index == model.num_stages - 1:
-            raise ConfigError(f"cannot stitch after the last stage {name!r}; choose one of "
-                              f"{', '.join(model.stage_names[:-1])}")
+            raise ConfigError(f"analysis.stitching.points has {name!r}, the last stage, after which nothing "
+                              f"is left to stitch; choose among {', '.join(model.stage_names[:-1])}")
         points.append(index + 1)
     return sorted(set(points))
-
-
-def _stacked(batched) -> np.ndarray:
-    return np.asarray(jnp.stack(batched) if isinstance(batched, list) else batched)
 
 
 class StitchTrainer:
@@ -90,21 +56,20 @@ class StitchTrainer:
       model: the architecture of both A and B.
       mean, std: input normalisation of the run.
       point: boundary l; base = stages [0, l).
-      settings: StitchSettings.
+      settings: the stitching analysis's Settings.
       base, head: variables of the K base models (A_k) and head models (B_k),
         stacked [K, ...], or a single model's variables when shared.
       shared: (base shared by all K, head shared by all K).
       size: K.
     """
 
-    def __init__(self, model: StagedModel, mean, std, point: int, settings: StitchSettings,
+    def __init__(self, model: StagedModel, mean, std, point: int, settings,
                  base, head, shared: tuple[bool, bool], size: int):
         self.model, self.point, self.settings = model, point, settings
         self.mean, self.std = jnp.asarray(mean), jnp.asarray(std)
         self.lift = Lifted(settings.strategy, size)
         self.shared = shared
-        self.base = base if shared[0] else self.lift.batch(base)
-        self.head = head if shared[1] else self.lift.batch(head)
+        self.base, self.head = base, head
         self.tx = (optax.adam(settings.learning_rate) if settings.optimizer == 'adam'
                    else optax.sgd(settings.learning_rate, momentum=0.9))
         self._layer = None  # StitchLayer, sized on the first call of init()
@@ -145,16 +110,15 @@ class StitchTrainer:
 
     # Lifted operations -------------------------------------------------------
     def init(self, val_images: np.ndarray) -> Any:
-        """Batched S variables for the K stitches, initialised as configured."""
-        first = self.base if self.shared[0] else jax.tree_util.tree_map(
-            lambda x: x[0], self.lift.unbatch(self.base))
+        """S variables for the K stitches, stacked [K, ...], initialised as configured."""
+        first = self.base if self.shared[0] else take(self.base, 0)
         probe = self._activation(first, jnp.asarray(val_images[:2]))
         self._layer = StitchLayer(probe.shape[-1], self.settings.batchnorm)
         keys = jax.random.split(jax.random.PRNGKey(self.settings.seed), self.lift.size)
         stacked = jax.vmap(lambda key: init_stitch(self._layer, probe.shape, key, self.settings.init))(keys)
         if self.settings.init == 'least_squares':
             stacked = self._fit_least_squares(stacked, val_images)
-        return self.lift.batch(stacked)
+        return stacked
 
     def _fit_least_squares(self, stacked, val_images):
         # Y is B's own activation at the stitch point: the head model's prefix on the same images.
@@ -162,8 +126,8 @@ class StitchTrainer:
         for i in range(0, val_images.shape[0], self.settings.eval_batch_size):
             batch = jnp.asarray(val_images[i:i + self.settings.eval_batch_size])
             a, b = self.lift(self._normal_equations, (not self.shared[0], not self.shared[1], False),
-                             self.base, self.head, batch, outputs=2)
-            xtx, xty = xtx + _stacked(a), xty + _stacked(b)
+                             self.base, self.head, batch)
+            xtx, xty = xtx + np.asarray(a), xty + np.asarray(b)
         fitted = [least_squares_params(xtx[k], xty[k]) for k in range(self.lift.size)]
         params = dict(stacked['params'])
         params['map'] = jax.tree_util.tree_map(lambda *xs: jnp.stack(xs), *fitted)
@@ -186,22 +150,18 @@ class StitchTrainer:
             for step in range(steps):
                 idx = order[step * s.batch_size:(step + 1) * s.batch_size]
                 stitch, opt_state, loss = self.lift(self._train_step, batched, stitch, opt_state, self.base,
-                                                    self.head, images[idx], labels[idx], outputs=3)
-                total = total + (jnp.stack(loss) if isinstance(loss, list) else loss)
+                                                    self.head, images[idx], labels[idx])
+                total = total + loss
             losses.append(np.asarray(total) / steps)
         return stitch, losses
 
     def logits(self, stitch, images: jax.Array) -> np.ndarray:
         """float32 [K, B, C] logits of the stitched models on one batch of images [B, ...]."""
-        return _stacked(self.lift(self._eval_logits, (True, not self.shared[0], not self.shared[1], False),
-                                  stitch, self.base, self.head, images))
+        return np.asarray(self.lift(self._eval_logits, (True, not self.shared[0], not self.shared[1], False),
+                                    stitch, self.base, self.head, images))
 
     def predict(self, stitch, images: jax.Array) -> np.ndarray:
         """int32 [K, P] predictions of the stitched models on images [P, ...]."""
-        batched = (True, not self.shared[0], not self.shared[1], False)
-        parts = []
-        for i in range(0, images.shape[0], self.settings.eval_batch_size):
-            out = self.lift(self._predict, batched, stitch, self.base, self.head,
-                            images[i:i + self.settings.eval_batch_size])
-            parts.append(_stacked(out))
-        return np.concatenate(parts, axis=1)
+        return self.lift.batched_over(self._predict, (True, not self.shared[0], not self.shared[1]), images,
+                                      stitch, self.base, self.head, batch=self.settings.eval_batch_size,
+                                      image_position=3)

@@ -15,9 +15,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from memjax.analysis.cka import stacked_grams
+from memjax.analysis.similarity.cka import stacked_grams
 from memjax.data.pipeline import normalize
-from memjax.analysis.settings import AnalysisSettings
+from memjax.analysis.settings import AnalysisSettings, setting
 from memjax.errors import ConfigError
 from memjax.models import StagedModel
 
@@ -28,17 +28,17 @@ SPLITS = ('test', 'val', 'train')
 
 @dataclasses.dataclass(frozen=True)
 class CkaSettings(AnalysisSettings):
-    """How representations are compared (config: `analysis.cka`)."""
+    """How representations are compared (config: `analysis.cka`; read by every CKA analysis)."""
 
-    split: str = 'test'
-    num_examples: int = 1000
-    estimator: str = 'linear'
-    bandwidth: float = 0.5
-    pooling: str = 'flatten'
-    minibatch_size: int | None = None
-    forward_batch: int = 500
-    stages: tuple = ()
-    epochs: tuple = ()
+    split: str = setting('test', 'examples the representations are computed on', choices=SPLITS)
+    num_examples: int = setting(1000, 'examples used (the first of the split)')
+    estimator: str = setting('linear', 'CKA estimator', choices=ESTIMATORS)
+    bandwidth: float = setting(0.5, 'rbf: kernel width as a fraction of the median distance')
+    pooling: str = setting('flatten', 'conv maps: flatten (the papers) or spatial mean', choices=POOLINGS)
+    minibatch_size: int | None = setting(None, 'minibatch CKA over batches of this size (None: all at once)')
+    forward_batch: int = setting(500, 'examples per forward pass')
+    stages: tuple = setting((), 'stage names to compare (empty: all)')
+    epochs: tuple = setting((), 'kept epochs to use (empty: all)')
 
     @property
     def kernel(self) -> str:
@@ -48,14 +48,8 @@ class CkaSettings(AnalysisSettings):
     def debiased(self) -> bool:
         return self.estimator.endswith('debiased')
 
-
     def validate(self) -> None:
-        if self.split not in SPLITS:
-            raise ConfigError(f"analysis.cka.split={self.split!r}; use one of: {', '.join(SPLITS)}")
-        if self.estimator not in ESTIMATORS:
-            raise ConfigError(f"analysis.cka.estimator={self.estimator!r}; use one of: {', '.join(ESTIMATORS)}")
-        if self.pooling not in POOLINGS:
-            raise ConfigError(f"analysis.cka.pooling={self.pooling!r}; use 'flatten' (the papers) or 'mean'")
+        self.positive('num_examples', 'forward_batch')
         batch = self.minibatch_size or self.num_examples
         if self.num_examples % batch:
             raise ConfigError(f"analysis.cka.num_examples={self.num_examples} must be a multiple of "
@@ -63,23 +57,17 @@ class CkaSettings(AnalysisSettings):
         if batch < 4:
             raise ConfigError(f"analysis.cka needs at least 4 examples per batch, got {batch}")
 
-
-def split_examples(run, split: str, count: int) -> tuple[np.ndarray, np.ndarray]:
-    """The first `count` examples of a split: (images uint8 [n, H, W, C], labels [n])."""
-    data = run.dataset
-    images, labels = {'test': (data.test_images, data.test_labels), 'val': (data.val_images, data.val_labels),
-                      'train': (data.train_images, data.train_labels)}[split]
-    if count > images.shape[0]:
-        raise ConfigError(f"analysis.cka.num_examples={count} is more than the {images.shape[0]} examples "
-                          f"of the {split} split; lower it")
-    return images[:count], labels[:count]
+    def check_model(self, model) -> None:
+        model.select_stages(self.stages, 'analysis.cka.stages')
 
 
-def resolve_stages(model: StagedModel, stages: tuple) -> tuple[str, ...]:
-    names = tuple(stages) or model.stage_names
-    for name in names:
-        model.stage_index(name)  # clear error for unknown names
-    return tuple(sorted(names, key=model.stage_index))
+def split_images(run, settings: CkaSettings) -> np.ndarray:
+    """The first `num_examples` images of the settings' split: uint8 [n, H, W, C]."""
+    images, _ = run.split(settings.split)
+    if settings.num_examples > images.shape[0]:
+        raise ConfigError(f"analysis.cka.num_examples={settings.num_examples} is more than the "
+                          f"{images.shape[0]} examples of the {settings.split} split; lower it")
+    return images[:settings.num_examples]
 
 
 class GramMaker:
@@ -87,7 +75,7 @@ class GramMaker:
 
     def __init__(self, model: StagedModel, mean: np.ndarray, std: np.ndarray, settings: CkaSettings):
         self.settings = settings
-        self.stages = resolve_stages(model, settings.stages)
+        self.stages = model.select_stages(settings.stages, 'analysis.cka.stages')
         stop = max(model.stage_index(s) for s in self.stages) + 1
         pooling = settings.pooling
         mean, std = jnp.asarray(mean), jnp.asarray(std)

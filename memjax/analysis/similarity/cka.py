@@ -2,7 +2,7 @@
 
 CKA(X, Y) = HSIC(X, Y) / sqrt(HSIC(X, X) HSIC(Y, Y)) for representations
 X: [N, Dx], Y: [N, Dy] of the same N examples (rows). Conv maps are flattened
-by the caller (or mean-pooled, see `memjax.analysis.representations`).
+by the caller (or mean-pooled, see `memjax.analysis.similarity.representations`).
 
 Estimators:
 - linear, biased (Kornblith et al. 2019; the papers' formula):

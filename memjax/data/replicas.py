@@ -1,4 +1,4 @@
-"""The replicas of a run: one per (noise ratio, seed), and their PRNG keys.
+"""The replicas of a run: one per (noise ratio, seed).
 
 A replica's randomness depends only on its own (ratio, seed) and the run's
 seeds, never on its position in the run, so a replica trained in a group
@@ -16,8 +16,6 @@ from __future__ import annotations
 import dataclasses
 import itertools
 
-import jax
-import numpy as np
 
 
 @dataclasses.dataclass(frozen=True)
@@ -40,25 +38,3 @@ def make_replicas(config) -> list[Replica]:
     """Replicas for every (ratio, seed) of the config, ratio-major."""
     pairs = itertools.product(config.noise.ratios, config.seeds)
     return [Replica(i, float(r), int(s)) for i, (r, s) in enumerate(pairs)]
-
-
-def _ratio_key(ratio: float) -> int:
-    return int(round(ratio * 1_000_000))
-
-
-def init_keys(train, replicas: list[Replica]) -> jax.Array:
-    """PRNG keys [R, 2] for parameter initialisation."""
-    base = jax.random.PRNGKey(int(train.init_seed))
-    keys = []
-    for rep in replicas:
-        key = jax.random.fold_in(base, rep.seed)
-        if train.init_per_ratio:
-            key = jax.random.fold_in(key, _ratio_key(rep.noise_ratio))
-        keys.append(key)
-    return np.stack([np.asarray(k) for k in keys])
-
-
-def data_keys(train, replicas: list[Replica]) -> np.ndarray:
-    """PRNG keys [R, 2] for data order and augmentation."""
-    base = jax.random.PRNGKey(int(train.data_seed))
-    return np.stack([np.asarray(jax.random.fold_in(base, rep.seed)) for rep in replicas])

@@ -1,0 +1,91 @@
+"""CKA heatmaps (P1 Fig. 3 style): every stage of model A against every stage of model B.
+
+Models are (replica, kept epoch) pairs, by default each noisy replica's final
+checkpoint against the final clean replica of its seed. Written:
+results/cka_matrix/<a>__<b>.{npz,csv} and figures/cka_matrix_<a>__<b>.png.
+Representation settings: `analysis.cka`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+
+import numpy as np
+
+from memjax.analysis.settings import AnalysisSettings, Context, setting
+from memjax.analysis.similarity.cka import MinibatchCKA
+from memjax.analysis.similarity.representations import CkaSettings, GramMaker, split_images
+from memjax.errors import ConfigError
+from memjax.report import plots
+from memjax.report.tables import write_csv
+from memjax.run import Run
+
+NAME = 'cka_matrix'
+USES = ('cka',)
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings(AnalysisSettings):
+    """`analysis.cka_matrix`: which model pairs are compared."""
+
+    pairs: tuple = setting((), '(((r_a, seed_a, epoch_a), (r_b, seed_b, epoch_b)), ...); epoch -1 = final; '
+                               'empty: each noisy replica vs its clean partner')
+
+    def validate(self) -> None:
+        for pair in self.pairs:
+            if len(pair) != 2 or any(len(spec) != 3 for spec in pair):
+                raise ConfigError(f"analysis.cka_matrix.pairs has {pair!r}; each pair is "
+                                  "((r_a, seed_a, epoch_a), (r_b, seed_b, epoch_b))")
+
+
+def _model_key(run: Run, spec) -> tuple[int, int]:
+    ratio, seed, epoch = float(spec[0]), int(spec[1]), int(spec[2])
+    try:
+        replica = run.replica_index(ratio, seed)
+    except KeyError:
+        raise ConfigError(f"analysis.cka_matrix.pairs names replica r={ratio:g}, seed={seed}, which this run "
+                          f"does not have; replicas: {', '.join(r.name for r in run.replicas)}") from None
+    epoch = run.final_epoch() if epoch < 0 else epoch
+    run.kept_epochs((epoch,), 'analysis.cka_matrix.pairs')
+    return replica, epoch
+
+
+def default_pairs(run: Run) -> list[tuple]:
+    """Each replica's final checkpoint against the final clean replica of its seed."""
+    clean_seeds = {r.seed for r in run.replicas if r.noise_ratio == 0.0}
+    pairs = [((0.0, rep.seed, -1), (rep.noise_ratio, rep.seed, -1)) for rep in run.replicas
+             if rep.seed in clean_seeds]
+    if not pairs:
+        raise ConfigError('cka_matrix has no clean (r = 0) replica to compare with; set '
+                          'analysis.cka_matrix.pairs, e.g. "(((0.2, 0, -1), (0.5, 0, -1)),)"')
+    return pairs
+
+
+def cka_matrix(run: Run, settings: CkaSettings, a: tuple[int, int], b: tuple[int, int]) -> np.ndarray:
+    """CKA [L, L] between all stages of model a and all stages of model b ((replica, epoch) each)."""
+    maker = GramMaker(run.model, run.dataset.mean, run.dataset.std, settings)
+    images = split_images(run, settings)
+    accumulator = MinibatchCKA(debiased=settings.debiased)
+    grams = [maker.grams(run.replica_variables(epoch, replica), images) for replica, epoch in (a, b)]
+    for ga, gb in zip(*grams):
+        accumulator.update(ga, gb)
+    return np.asarray(accumulator.result()), maker.stages
+
+
+def run(run: Run, settings: Settings, context: Context) -> None:
+    cka_settings = context.shared['cka']
+    pairs = list(settings.pairs) or default_pairs(run)
+    for spec_a, spec_b in pairs:
+        a, b = _model_key(run, spec_a), _model_key(run, spec_b)
+        matrix, stages = cka_matrix(run, cka_settings, a, b)
+        name = lambda key: f'r{run.replicas[key[0]].noise_ratio:g}_s{run.replicas[key[0]].seed}_e{key[1]}'
+        stem = f'{name(a)}__{name(b)}'
+        np.savez(os.path.join(context.output, f'{stem}.npz'), cka=matrix, stages=np.asarray(stages))
+        rows = [{'stage_a': sa, 'stage_b': sb, 'cka': float(matrix[i, j])}
+                for i, sa in enumerate(stages) for j, sb in enumerate(stages)]
+        write_csv(os.path.join(context.output, f'{stem}.csv'), rows, ('stage_a', 'stage_b', 'cka'))
+        label = lambda key: f'r={run.replicas[key[0]].noise_ratio:g}, seed {run.replicas[key[0]].seed}, epoch {key[1]}'
+        plots.heatmap(os.path.join(context.figures, f'cka_matrix_{stem}.png'), matrix, stages, stages,
+                      f'{cka_settings.estimator} CKA, {run.config.model.name}', label(a), label(b))
+        context.log(f'  cka_matrix {label(a)} vs {label(b)}: results/cka_matrix/{stem}.npz')
