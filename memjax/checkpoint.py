@@ -6,9 +6,10 @@ Layout under `<workdir>/checkpoints/`:
                   initialisation), leaves [R, ...]; kept on the configured
                   schedule (every k epochs or an explicit list, always the first
                   and the last). Analyses read these.
-    state/<t>/    the full training state of the latest epoch (params,
+    state/<t>/    the full training state of the latest epochs (params,
                   batch_stats, optimizer state, per-replica progress) for resume;
-                  only the newest is kept.
+                  the newest two are kept, so a damaged newest one falls back to
+                  the one before (the damaged one moves to damaged/).
 
 Saves are asynchronous (orbax copies device arrays to host, then writes in a
 background thread); `wait()` blocks until every save is on disk and runs before
@@ -20,7 +21,8 @@ restore and training resumes from the previous epoch.
 from __future__ import annotations
 
 import os
-from typing import Any
+import shutil
+from typing import Any, Callable
 
 import jax
 import numpy as np
@@ -51,7 +53,7 @@ class Checkpoints:
         self._epochs = ocp.CheckpointManager(os.path.join(self.directory, 'epochs'),
                                              options=ocp.CheckpointManagerOptions(**options))
         self._state = ocp.CheckpointManager(os.path.join(self.directory, 'state'),
-                                            options=ocp.CheckpointManagerOptions(max_to_keep=1, **options))
+                                            options=ocp.CheckpointManagerOptions(max_to_keep=2, **options))
 
     # Writing ---------------------------------------------------------------
     def save_epoch(self, epoch: int, variables: dict) -> None:
@@ -83,17 +85,47 @@ class Checkpoints:
         self._state.reload()
         return self._state.latest_step()
 
-    def restore_state(self, like_state: Any, like_progress: dict) -> tuple[int, Any, dict] | None:
-        """(epoch, state, progress) of the newest resumable state, or None.
+    def restore_state(self, like_state: Any, like_progress: dict, log: Callable[[str], None] = print,
+                      legacy_progress: dict | None = None) -> tuple[int, Any, dict] | None:
+        """(epoch, state, progress) of the newest resumable state that restores, or None if there is none.
 
-        `like_*` give the structure, shapes and dtypes (e.g. the initial state).
+        `like_*` give the structure, shapes and dtypes (e.g. the initial state);
+        `legacy_progress`, an older progress structure also accepted.
+        A state that does not restore is moved to checkpoints/damaged/ with one
+        line saying so, and the one before it is tried.
+
+        Raises:
+          RunDirectoryError: states exist but none restores.
         """
-        epoch = self.latest_state_epoch()
-        if epoch is None:
-            return None
-        target = _abstract({'state': like_state, 'progress': like_progress})
-        restored = self._state.restore(epoch, args=ocp.args.StandardRestore(target))
-        return epoch, restored['state'], restored['progress']
+        self._state.reload()
+        steps = sorted(self._state.all_steps(), reverse=True)
+        targets = [_abstract({'state': like_state, 'progress': p}) for p in (like_progress, legacy_progress) if p]
+        for epoch in steps:
+            error = None
+            for target in targets:
+                try:
+                    restored = self._state.restore(epoch, args=ocp.args.StandardRestore(target))
+                    return epoch, restored['state'], restored['progress']
+                except Exception as caught:  # orbax/tensorstore raise many types for damaged files
+                    error = caught
+            if error is not None:
+                moved = self._set_aside('state', epoch)
+                log(f'resumable state of epoch {epoch} does not restore ({type(error).__name__}); moved to '
+                    f'{moved}, trying the one before')
+        if steps:
+            raise RunDirectoryError(f"no resumable state in {self.directory}/state restores (all moved to damaged/); "
+                                    "train again in a new --workdir")
+        return None
+
+    def _set_aside(self, kind: str, epoch: int) -> str:
+        source = os.path.join(self.directory, kind, str(epoch))
+        target = os.path.join(self.directory, 'damaged', f'{kind}-{epoch}')
+        os.makedirs(os.path.dirname(target), exist_ok=True)
+        if os.path.exists(target):
+            shutil.rmtree(target)
+        os.replace(source, target)
+        (self._state if kind == 'state' else self._epochs).reload()
+        return target
 
     def load_epoch(self, epoch: int) -> dict:
         """`{'params', 'batch_stats'}` of all replicas at `epoch`, NumPy leaves [R, ...]."""
@@ -101,10 +133,26 @@ class Checkpoints:
             raise RunDirectoryError(
                 f"no checkpoint of epoch {epoch} in {self.directory}; kept epochs: {self.epochs()} "
                 "(set checkpoint.every / checkpoint.epochs before training to keep others)")
-        restored = self._epochs.restore(epoch, args=ocp.args.StandardRestore(self._local_target(epoch)))
+        try:
+            restored = self._epochs.restore(epoch, args=ocp.args.StandardRestore(self._local_target(epoch)))
+        except Exception as error:  # orbax/tensorstore raise many types for damaged files
+            raise RunDirectoryError(f"the checkpoint of epoch {epoch} ({self.directory}/epochs/{epoch}) is damaged "
+                                    f"({type(error).__name__}); retrain in a new --workdir, or remove that "
+                                    "epoch from analysis.*.epochs") from error
         restored = jax.tree_util.tree_map(np.asarray, restored)
         restored.setdefault('batch_stats', {})
         return restored
+
+    def check_epoch(self, epoch: int) -> None:
+        """Raises RunDirectoryError (one line) unless epoch's checkpoint is present and its metadata reads."""
+        if epoch not in self.epochs():
+            raise RunDirectoryError(f"the checkpoint of epoch {epoch} is missing from {self.directory}/epochs, "
+                                    "though status.json says the run kept it; retrain in a new --workdir")
+        try:
+            self._local_target(epoch)
+        except Exception as error:
+            raise RunDirectoryError(f"the checkpoint of epoch {epoch} ({self.directory}/epochs/{epoch}) is damaged "
+                                    f"({type(error).__name__}); retrain in a new --workdir") from error
 
     def _local_target(self, epoch: int) -> Any:
         """The saved tree's shapes and dtypes on this process's first device.

@@ -19,3 +19,7 @@ class DataNotFoundError(MemjaxError):
 
 class RunDirectoryError(MemjaxError):
     """The work directory holds something that must not be overwritten."""
+
+
+class DivergedError(MemjaxError):
+    """A replica's loss or parameters became non-finite."""

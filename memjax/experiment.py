@@ -40,4 +40,10 @@ def check(config) -> dict:
                           'memjax.experiment.base_config()')
     num_classes = NUM_CLASSES.get(config.data.name, config.data.num_classes)
     model = model_from_config(config.model, num_classes)
-    return build_settings(config, model)
+    settings = build_settings(config, model)
+    needs_val = [name for name in config.analyses if name == 'stitching'
+                 or (name == 'finetune' and 'val' in settings['finetune'].datasets)]
+    if needs_val and config.data.val_size == 0:
+        raise ConfigError(f"data.val_size=0 leaves no validation split, which {needs_val[0]} trains on; set "
+                          "--config.data.val_size to a positive number (or None for the default)")
+    return settings

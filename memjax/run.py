@@ -16,7 +16,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from memjax.checkpoint import Checkpoints
+from memjax.checkpoint import Checkpoints, keep_epoch
 from memjax.data.dataset import Dataset, load_dataset
 from memjax.data.replicas import Replica
 from memjax.errors import ConfigError, RunDirectoryError
@@ -112,6 +112,26 @@ class Run:
         """One replica's variables at `epoch` (no replica axis)."""
         return jax.tree_util.tree_map(lambda x: jnp.asarray(x[replica]), self.checkpoints.load_epoch(epoch))
 
+    def verify(self) -> None:
+        """Refuses (one line) a run that analyses would misread.
+
+        A replica that diverged, or an epoch checkpoint that status.json
+        promises (on the config's schedule, and the final epoch) but that is
+        missing or unreadable.
+        """
+        status = self.directory.status()
+        if status.get('diverged'):
+            raise RunDirectoryError(f"{', '.join(status['diverged'])} diverged during training (status.json); "
+                                    "analyses need finite models: train again with a lower learning rate")
+        final = int(status.get('epoch', -1))
+        if status.get('status') != 'complete' or final < 0:
+            raise RunDirectoryError(f"{self.directory.path} is not fully trained (status {status.get('status')!r}); "
+                                    "rerun the training command to finish it")
+        keep = self.config.checkpoint
+        promised = [t for t in range(final + 1) if keep_epoch(t, int(keep.every), tuple(keep.epochs))] + [final]
+        for epoch in sorted(set(promised)):
+            self.checkpoints.check_epoch(epoch)
+
     # Replicas --------------------------------------------------------------
     def row(self, replica: int) -> dict:
         """The columns that name a replica in every result table."""
@@ -169,6 +189,9 @@ class Run:
 def open_run(workdir: str) -> Run:
     """Opens a trained (or partially trained) run directory."""
     directory = RunDirectory.existing(workdir)
+    if not directory.has_metadata():
+        raise RunDirectoryError(f"the metadata of {directory.path} is incomplete (no metadata.json); rerun the "
+                                "training command on it to repair it")
     config = ml_collections.ConfigDict(directory.config_dict())
     replicas = [Replica(int(r['index']), float(r['noise_ratio']), int(r['seed']))
                 for r in read_json(directory.file('replicas.json'))]

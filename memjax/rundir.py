@@ -1,13 +1,15 @@
 """The run directory: the interface between training and every analysis.
 
     <workdir>/
+      .lock              held (fcntl) by the memjax process working on the run
       config.json        the resolved config of the run
-      status.json        {'status': 'training' | 'complete', 'epoch': t, ...}
+      status.json        {'status': 'training' | 'complete', 'epoch': t, 'diverged': [...], ...}
+      metadata.json      written last, after data.json, replicas.json and noise.npz: the set is whole
       data.json          split sizes, normalisation statistics, source
       replicas.json      [{'index', 'noise_ratio', 'seed'}, ...]
       noise.npz          true_labels [N], labels [R, N], noise_mask [R, N],
                          train_index [N], val_index [V], test_index [M]
-      metrics.jsonl      one line per (epoch, replica)
+      metrics.jsonl      one line per (epoch, replica), strict JSON (non-finite values are null)
       strategy.json      the replica strategy used and, for 'auto', its timings
       summary.txt/.csv   the final table
       checkpoints/       see memjax.checkpoint
@@ -20,7 +22,10 @@ a different config, or unrelated files, is an error.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
+import math
 import os
 from typing import Any
 
@@ -30,12 +35,29 @@ from memjax.config import config_differences
 from memjax.errors import RunDirectoryError
 
 
+METADATA_FILES = ('noise.npz', 'data.json', 'replicas.json')
+_HELD_LOCKS: dict[str, int] = {}
+
+
+def finite(value: Any) -> Any:
+    """The value with every non-finite float replaced by None (strict JSON has no NaN/Infinity)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [finite(v) for v in value]
+    return value
+
+
 def write_json(path: str, data: Any) -> None:
-    """Writes JSON atomically (temporary file + rename)."""
+    """Writes strict JSON atomically (temporary file, fsync, rename)."""
     tmp = path + '.tmp'
     with open(tmp, 'w') as f:
-        json.dump(data, f, indent=2, sort_keys=True)
+        json.dump(finite(data), f, indent=2, sort_keys=True, allow_nan=False)
         f.write('\n')
+        f.flush()
+        os.fsync(f.fileno())
     os.replace(tmp, path)
 
 
@@ -84,7 +106,7 @@ class RunDirectory:
                 raise RunDirectoryError(
                     f"workdir {self.path} holds a run of another config ({shown}); pass a new "
                     "--workdir, or delete that directory to start over")
-        elif os.path.isdir(self.path) and os.listdir(self.path):
+        elif os.path.isdir(self.path) and set(os.listdir(self.path)) - {'.lock'}:
             raise RunDirectoryError(
                 f"workdir {self.path} is not empty and holds no memjax run (no config.json); "
                 "pass an empty or new --workdir")
@@ -104,6 +126,37 @@ class RunDirectory:
                                     f"python -m memjax.main --config=... --workdir={path}")
         return run
 
+    @contextlib.contextmanager
+    def locked(self):
+        """Holds an exclusive lock on the work directory for the block (re-entrant in one process).
+
+        A lock left by a dead process is released by the kernel, so it is taken
+        over safely. Raises RunDirectoryError naming the holder's pid when a
+        live process holds it.
+        """
+        if self.path in _HELD_LOCKS:
+            yield self
+            return
+        if os.path.exists(self.path) and not os.path.isdir(self.path):
+            raise RunDirectoryError(f"workdir {self.path} is a file, not a directory; pass another --workdir")
+        os.makedirs(self.path, exist_ok=True)
+        fd = os.open(self.file('.lock'), os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode(errors='replace').strip() or 'unknown'
+            os.close(fd)
+            raise RunDirectoryError(f"workdir {self.path} is in use by another memjax process (pid {holder}); "
+                                    "wait for it to finish or pass another --workdir") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f'{os.getpid()}\n'.encode(), 0)
+        _HELD_LOCKS[self.path] = fd
+        try:
+            yield self
+        finally:
+            del _HELD_LOCKS[self.path]
+            os.close(fd)
+
     # Records ---------------------------------------------------------------
     def config_dict(self) -> dict:
         return read_json(self.file('config.json'))
@@ -120,6 +173,17 @@ class RunDirectory:
         np.savez_compressed(tmp, **arrays)
         os.replace(tmp, self.file('noise.npz'))
 
+    def has_metadata(self) -> bool:
+        """Whether the metadata set (noise.npz, data.json, replicas.json) was written whole."""
+        return os.path.exists(self.file('metadata.json'))
+
+    def save_metadata(self, arrays: dict, data_summary: dict, replicas: list[dict]) -> None:
+        """Writes the metadata set, each file atomically, and marks it whole last."""
+        self.save_noise(**arrays)
+        write_json(self.file('data.json'), data_summary)
+        write_json(self.file('replicas.json'), replicas)
+        write_json(self.file('metadata.json'), {'files': list(METADATA_FILES)})
+
     def load_noise(self) -> dict[str, np.ndarray]:
         with np.load(self.file('noise.npz')) as data:
             return {k: data[k] for k in data.files}
@@ -132,7 +196,7 @@ class RunDirectory:
     def append_metrics(self, rows: list[dict], name: str = 'metrics.jsonl') -> None:
         with open(self.file(name), 'a') as f:
             for row in rows:
-                f.write(json.dumps(row, sort_keys=True) + '\n')
+                f.write(json.dumps(finite(row), sort_keys=True, allow_nan=False) + '\n')
             f.flush()
             os.fsync(f.fileno())
 
@@ -141,7 +205,18 @@ class RunDirectory:
         if not os.path.exists(path):
             return []
         with open(path) as f:
-            return [json.loads(line) for line in f if line.strip()]
+            lines = f.read().split('\n')
+        rows = []
+        for k, line in enumerate(lines):
+            if not line.strip():
+                continue
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError:
+                if k == len(lines) - 1:  # a line cut off by a kill while appending; redone on resume
+                    continue
+                raise RunDirectoryError(f"{path} line {k + 1} is not JSON; the run directory is damaged") from None
+        return rows
 
     def truncate_metrics(self, last_epoch: int, name: str = 'metrics.jsonl') -> None:
         """Drops rows after `last_epoch` (written before an interruption, then redone)."""
@@ -151,5 +226,11 @@ class RunDirectory:
         rows = [r for r in self.read_metrics(name) if r['epoch'] <= last_epoch]
         with open(path + '.tmp', 'w') as f:
             for row in rows:
-                f.write(json.dumps(row, sort_keys=True) + '\n')
+                f.write(json.dumps(finite(row), sort_keys=True, allow_nan=False) + '\n')
+            f.flush()
+            os.fsync(f.fileno())
         os.replace(path + '.tmp', path)
+
+    def last_metrics_epoch(self, name: str = 'metrics.jsonl') -> int:
+        """The highest epoch with rows (-1 when none)."""
+        return max((r['epoch'] for r in self.read_metrics(name)), default=-1)

@@ -49,6 +49,7 @@ def run_analyses(config, workdir: str, log: Callable[[str], None] = print, setti
     if not config.analyses:
         return
     run = open_run(workdir)
+    run.verify()
     context = Context(listed=tuple(config.analyses), shared=settings, log=log)
     scratch = os.path.join(run.directory.path, 'results', '.partial')
     for name in config.analyses:

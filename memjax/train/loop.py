@@ -42,8 +42,10 @@ from memjax.train.replica_keys import data_keys, init_keys
 from memjax.train.state import init_state, make_optimizer
 from memjax.train.step import default_steps_per_call, make_predict, make_train_chunk
 
-# Test hook: SIGKILL this process right after the state of this epoch is on disk.
+# Test hooks: SIGKILL this process right after the state of this epoch is on disk;
+# make replica i's parameters NaN after epoch t ('i:t').
 KILL_AFTER_EPOCH_ENV = 'MEMJAX_KILL_AFTER_EPOCH'
+POISON_ENV = 'MEMJAX_POISON_REPLICA_AT_EPOCH'
 
 
 @dataclasses.dataclass
@@ -120,15 +122,13 @@ def prepare_run(config, run: RunDirectory) -> Setup:
     arrays = dict(true_labels=dataset.train_labels, labels=noise.labels, noise_mask=noise.mask,
                   train_index=dataset.train_index, val_index=dataset.val_index, test_index=dataset.test_index)
     run.create(to_dict(config))
-    if os.path.exists(run.file('noise.npz')):
+    if run.has_metadata():
         stored = run.load_noise()
         if any(not np.array_equal(stored[k], v) for k, v in arrays.items()):
             raise RunDirectoryError(f"the data or labels of {run.path} differ from the ones it was trained "
                                     "on (data files changed?); pass a new --workdir")
-    else:
-        run.save_noise(**arrays)
-        write_json(run.file('data.json'), dataset.summary())
-        write_json(run.file('replicas.json'), [r.to_dict() for r in replicas])
+    else:  # new, or cut off while writing the set: (re)write it whole; it follows from config and data
+        run.save_metadata(arrays, dataset.summary(), [r.to_dict() for r in replicas])
     return Setup(config, run, dataset, replicas, noise, model)
 
 
@@ -221,6 +221,34 @@ def update_progress(rows: list[dict], progress: dict, epoch: int, stop_accuracy)
             progress['converged_epoch'][i] = epoch
 
 
+def finite_replicas(stacked, losses) -> np.ndarray:
+    """bool [R]: the replica's epoch loss and every parameter are finite."""
+    params_ok = jax.tree_util.tree_reduce(
+        jnp.logical_and, jax.tree_util.tree_map(lambda x: jnp.all(jnp.isfinite(x), axis=tuple(range(1, x.ndim))),
+                                                stacked.variables['params']))
+    return np.asarray(params_ok) & np.isfinite(np.asarray(losses))
+
+
+def mark_diverged(setup: Setup, rows: list[dict], progress: dict, ok: np.ndarray, epoch: int, log) -> None:
+    """Stops the replicas that are no longer finite and records the epoch (the others go on)."""
+    for i in np.flatnonzero(~ok & (progress['diverged_epoch'] < 0)):
+        progress['active'][i] = False
+        progress['diverged_epoch'][i] = epoch
+        log(f'replica {setup.replicas[i].name} diverged at epoch {epoch} (non-finite loss or parameters); '
+            'it stops, the others go on')
+    for i, row in enumerate(rows):
+        row['diverged'] = bool(progress['diverged_epoch'][i] >= 0)
+
+
+def _poison(stacked, epoch: int):
+    """Test hook (POISON_ENV): NaN parameters for one replica after one epoch."""
+    spec = os.environ.get(POISON_ENV, '')
+    if not spec or int(spec.split(':')[1]) != epoch:
+        return stacked
+    i = int(spec.split(':')[0])
+    return stacked.replace(params=jax.tree_util.tree_map(lambda x: x.at[i].set(jnp.nan), stacked.params))
+
+
 def _record_gradients(run: RunDirectory, stacked, epoch: int, replicas):
     """Appends this epoch's gradient accounting to gradients.jsonl and zeroes the sums."""
     statistics = jax.vmap(stage_statistics)(stacked.grad_sums['clean'], stacked.grad_sums['noisy'])
@@ -240,19 +268,33 @@ def save_epoch(setup: Setup, checkpoints: Checkpoints, stacked, epoch: int, rows
 
 
 def train(config, workdir: str, log: Callable[[str], None] = print) -> RunDirectory:
-    """Trains (or resumes, or finds finished) the run of `config` in `workdir`."""
+    """Trains (or resumes, or finds finished) the run of `config` in `workdir`, holding its lock."""
     validate(config)
     run = RunDirectory(workdir)
     run.check_compatible(to_dict(config))
+    with run.locked():
+        return _train(config, run, log)
+
+
+def _train(config, run: RunDirectory, log: Callable[[str], None]) -> RunDirectory:
     if run.status()['status'] == 'complete':
+        if not run.has_metadata():
+            prepare_run(config, run)
+            log(f'repaired the metadata of {run.path}')
         log(f'run in {run.path} is complete (epoch {run.status()["epoch"]}); nothing to train')
         return run
     setup = prepare_run(config, run)
     trainer = create_trainer(setup)
     num_replicas, epochs = len(setup.replicas), int(config.train.epochs)
-    progress = {'active': np.ones(num_replicas, bool), 'converged_epoch': np.full(num_replicas, -1, np.int32)}
+    progress = {'active': np.ones(num_replicas, bool), 'converged_epoch': np.full(num_replicas, -1, np.int32),
+                'diverged_epoch': np.full(num_replicas, -1, np.int32)}
     checkpoints = Checkpoints(run.checkpoint_dir, async_save=bool(config.checkpoint.async_save))
-    restored = checkpoints.restore_state(trainer.state, progress)
+    legacy = {k: v for k, v in progress.items() if k != 'diverged_epoch'}  # states of memjax <= 0.1
+    restored = checkpoints.restore_state(trainer.state, progress, log, legacy)
+    if restored is None and run.last_metrics_epoch() > 0:
+        raise RunDirectoryError(f"{run.path} has metrics up to epoch {run.last_metrics_epoch()} but no resumable "
+                                "state (checkpoints/state was removed?); it will not be retrained over silently: "
+                                "pass a new --workdir")
     strategy = choose_strategy(setup, trainer, progress, log)
     data = setup.dataset
     log(f'{num_replicas} replicas ({", ".join(r.name for r in setup.replicas)}) of {setup.model.name} on '
@@ -260,15 +302,17 @@ def train(config, workdir: str, log: Callable[[str], None] = print) -> RunDirect
         f'{setup.steps_per_epoch} steps per epoch, strategy {strategy.name}, backend {jax.default_backend()}')
     keep = dict(every=int(config.checkpoint.every), epochs=tuple(config.checkpoint.epochs))
     if restored is not None:
-        start_epoch, state, progress = restored
-        progress = {k: np.array(v) for k, v in progress.items()}
+        start_epoch, state, restored_progress = restored
+        progress = {**progress, **{k: np.array(v) for k, v in restored_progress.items()}}
         run.truncate_metrics(start_epoch)
         run.truncate_metrics(start_epoch, 'gradients.jsonl')
         finished = not progress['active'].any() or start_epoch == epochs
         if keep_epoch(start_epoch, **keep) or finished:  # its async save may have been cut off
             checkpoints.save_epoch(start_epoch, state.variables)
         log(f'resuming {run.path} after epoch {start_epoch}')
-    else:
+    else:  # drop epoch-0 rows written before a kill cut off the first state save
+        run.truncate_metrics(-1)
+        run.truncate_metrics(-1, 'gradients.jsonl')
         start_epoch, state = 0, trainer.state
         rows = evaluate(setup, trainer, strategy, strategy.place(state), 0, None, progress)
         save_epoch(setup, checkpoints, state, 0, rows, progress, final=False)
@@ -282,8 +326,11 @@ def train(config, workdir: str, log: Callable[[str], None] = print) -> RunDirect
         started = time.perf_counter()
         state, losses = train_epoch(setup, trainer, strategy, state, epoch, progress)
         rows = evaluate(setup, trainer, strategy, state, epoch, losses, progress)
+        stacked = _poison(strategy.gather(state), epoch)
+        ok = finite_replicas(stacked, losses)
         update_progress(rows, progress, epoch, config.train.stop_accuracy)
-        stacked = strategy.gather(state)
+        mark_diverged(setup, rows, progress, ok, epoch, log)
+        state = strategy.place(stacked)
         if trainer.accounting:
             stacked = _record_gradients(run, stacked, epoch, setup.replicas)
             state = strategy.place(stacked)
@@ -297,6 +344,8 @@ def train(config, workdir: str, log: Callable[[str], None] = print) -> RunDirect
     else:
         final_epoch = epochs
     checkpoints.close()
+    diverged = [setup.replicas[i].name for i in np.flatnonzero(progress['diverged_epoch'] >= 0)]
     run.set_status(status='complete', epoch=final_epoch,
-                   converged_epoch=[int(e) for e in progress['converged_epoch']])
+                   converged_epoch=[int(e) for e in progress['converged_epoch']],
+                   diverged_epoch=[int(e) for e in progress['diverged_epoch']], diverged=diverged)
     return run
