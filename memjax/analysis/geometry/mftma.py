@@ -122,7 +122,7 @@ def center_low_rank_structure(centers, n_reps=10, rng=None, max_iter=1000):
             return val, grad.ravel()
 
         opt = scipy.optimize.minimize(fun, w0.ravel(), jac=True, method='L-BFGS-B',
-                                      options={'maxiter': max_iter, 'gtol': 1e-7, 'ftol': 1e-13})
+                                      options={'maxiter': max_iter, 'gtol': 1e-6, 'ftol': 1e-10})
         vs = np.linalg.qr(opt.x.reshape(w0.shape))[0]
         resid = x[None] - (x @ vs) @ np.swapaxes(vs, 1, 2)
         stability = np.min(np.linalg.norm(resid, axis=2) / row_norm, axis=1)
