@@ -15,7 +15,7 @@ Timed:
     and NNLS (exploiting the structure of the dual), and cvxopt if importable.
 
     PYTHONPATH=. JAX_PLATFORMS=cpu python scripts/bench_manifolds.py \
-        [--reference-json=/tmp/ref_result.json] [--slsqp-manifolds=3]
+        [--reference-json=/tmp/ref_result.json] [--slsqp-manifolds=3] [--dump-problems=/tmp/qp.npz]
 
 ``--reference-json`` adds the numbers of a run of the reference code itself
 (capacity, radius, dimension, center_correlation, K, seconds) to the output.
@@ -85,6 +85,7 @@ def main():
     parser.add_argument('--reference-json', default=None)
     parser.add_argument('--slsqp-manifolds', type=int, default=3)
     parser.add_argument('--out', default='benchmarks/manifolds_cpu.json')
+    parser.add_argument('--dump-problems', default=None, help='save the float64 QP inputs (npz)')
     args = parser.parse_args()
 
     np.random.seed(0)
@@ -134,6 +135,8 @@ def main():
                 points64, t64 = np.asarray(points), np.asarray(t)
     print('qp stage', result['qp_stage_float32'], result['qp_stage_float64'])
 
+    if args.dump_problems:
+        np.savez(args.dump_problems, points=points64, t=t64)
     memjax_qp = result['qp_stage_float32']['median_s']
     loops = {}
     sub = list(range(args.slsqp_manifolds))

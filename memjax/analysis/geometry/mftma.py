@@ -27,6 +27,7 @@ implementation ``manifold_analysis_corr`` of schung039/neural_manifolds_replicaM
 """
 
 import contextlib
+import warnings
 
 import jax
 import jax.numpy as jnp
@@ -279,6 +280,9 @@ def manifold_analysis(manifolds, kappa=0.0, n_t=200, seed=0, *, dtype=jnp.float3
             points, mask, t, jnp.asarray(dims, x.dtype), jnp.asarray(kappa, x.dtype),
             eps=eps, tol=tol, max_iters=max_iters)
         cap, rad, dim = (np.asarray(v, np.float64) for v in (cap, rad, dim))
+        if not bool(info['converged']):
+            warnings.warn(f"MFTMA QP solver stopped at max_iters={max_iters} with KKT residual "
+                          f"{float(info['max_kkt_residual']):.2e} > tol={tol:.1e}")
         return {
             'capacities': cap, 'radii': rad, 'dimensions': dim,
             'capacity': float(1.0 / np.mean(1.0 / cap)), 'radius': float(np.mean(rad)),
