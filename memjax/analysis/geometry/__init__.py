@@ -1,0 +1,1 @@
+"""P5: manifold geometry (MFTMA) of representations."""
