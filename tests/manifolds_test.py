@@ -1,0 +1,77 @@
+"""The P5 manifolds analysis: which examples form which manifold, and the run from a config."""
+
+import csv
+import os
+import warnings
+
+import numpy as np
+import pytest
+
+from helpers import tiny_config
+from memjax.analysis.geometry.manifolds import Settings, manifold_examples
+from memjax.analysis.runner import run_analyses
+from memjax.errors import ConfigError
+from memjax.experiment import check
+from memjax.run import open_run
+from memjax.train.loop import train
+from train_test import quiet
+
+
+@pytest.fixture(scope='module')
+def trained(tmp_path_factory):
+    workdir = str(tmp_path_factory.mktemp('manifolds') / 'run')
+    config = tiny_config(**{'data.num_train': 128, 'train.epochs': 2, 'analyses': ('manifolds',)})
+    config.analysis.manifolds.examples_per_class = 4
+    config.analysis.manifolds.min_examples = 3
+    config.analysis.manifolds.n_t = 20
+    config.analysis.manifolds.stages = ('conv3', 'fc4')
+    config.analysis.manifolds.epochs = (2,)
+    config.analysis.manifolds.solver_iterations = 2000
+    train(config, workdir, log=quiet)
+    return workdir, config
+
+
+def test_manifolds_group_examples_as_p5_defines_them(trained):
+    run = open_run(trained[0])
+    settings = Settings(examples_per_class=4, min_examples=3)
+    noisy = run.replica_index(0.5, 0)
+    groups = manifold_examples(run, noisy, settings, [0, 1, 2, 3])
+    true, labels, mask = run.noise['true_labels'], run.noise['labels'][noisy], run.noise['noise_mask'][noisy]
+    for c, idx in enumerate(groups['unpermuted']):
+        assert len(idx) == 4 and np.all(true[idx] == c) and not mask[idx].any()
+    permuted = np.concatenate(groups['permuted'])
+    assert mask[permuted].all()
+    for idx in groups['permuted']:
+        assert len(set(labels[idx])) == 1  # grouped by the training (noisy) label
+    restored = np.concatenate(groups['restored'])
+    assert set(restored) <= set(permuted)  # the same relabelled examples ...
+    for idx in groups['restored']:
+        assert len(set(true[idx])) == 1  # ... grouped by their true label
+    clean = manifold_examples(run, run.replica_index(0.0, 0), settings, [0, 1, 2, 3])
+    assert set(clean) == {'unpermuted'}
+
+
+def test_manifolds_analysis_writes_rows_and_figures(trained):
+    workdir, config = trained
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore', UserWarning)  # tiny manifolds may reach the small iteration cap
+        run_analyses(config, workdir, log=quiet)
+    with open(os.path.join(workdir, 'results', 'manifolds', 'manifolds.csv')) as f:
+        rows = list(csv.DictReader(f))
+    kinds = {(r['noise_ratio'], r['kind']) for r in rows}
+    assert ('0.5', 'permuted') in kinds and ('0.5', 'restored') in kinds and ('0.0', 'unpermuted') in kinds
+    assert ('0.0', 'permuted') not in kinds
+    assert all(float(r['capacity']) > 0 and float(r['radius']) > 0 for r in rows)
+    assert {r['layer'] for r in rows} == {'conv3', 'fc4'}
+    assert os.path.getsize(os.path.join(workdir, 'figures', 'manifolds_r0.5_s0.png')) > 10_000
+
+
+def test_too_few_examples_per_class_names_the_key(trained):
+    workdir, config = trained
+    config = tiny_config(**{'data.num_train': 128, 'train.epochs': 2, 'analyses': ('manifolds',)})
+    config.analysis.manifolds.examples_per_class = 1000
+    with pytest.raises(ConfigError, match='analysis.manifolds.examples_per_class=1000 is more than'):
+        run_analyses(config, workdir, log=quiet)
+    config.analysis.manifolds.stages = ('nope',)
+    with pytest.raises(ConfigError, match="analysis.manifolds.stages names stage 'nope'"):
+        check(config)
