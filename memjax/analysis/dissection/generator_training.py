@@ -195,6 +195,8 @@ def train_generator(images: np.ndarray, directory: str, settings: GeneratorSetti
         start = 0
         if restored is not None:
             start, state, _ = restored
+            # Uncommitted arrays like a fresh state's, so the compiled epoch is reused.
+            state = jax.tree_util.tree_map(lambda x: jnp.asarray(np.asarray(x)), state)
             if start > s.epochs:
                 raise ConfigError(f"{directory} holds a GAN trained for {start} epochs, more than "
                                   f"epochs={s.epochs}; load it with load_generator or use another directory")
