@@ -20,7 +20,10 @@ class, seed) problem is independent of the others in its batch.
 All replicas x classes x seeds are one compiled program: the (class, seed)
 problems of a replica are one batch `[C*S, ...]` (the gradient of the summed
 objective is every problem's own gradient), `jax.vmap` maps that over the
-replica axis of the stacked variables and `lax.fori_loop` runs the iterations.
+replica axis of the stacked variables (or `lax.map` runs the replicas one
+after the other in the same program: the default on CPU, where a batch costs
+as much per image as one image and vmapped per-replica convolutions become
+slower grouped convolutions) and `lax.fori_loop` runs the iterations.
 Seeds can be processed in chunks of `seed_chunk` (one compilation, reused) to
 bound memory: R x C x seed_chunk images with their backward pass.
 """
@@ -101,8 +104,14 @@ def ascend(values: Callable, variables, g_vars, z0: jax.Array, classes: jax.Arra
 
 
 def make_ascent(classifier: Classifier, generator, iterations: int = 1000, learning_rate: float = 0.05,
-                objective: str = 'logit') -> Callable:
+                objective: str = 'logit', replica_axis: str = 'vmap') -> Callable:
     """The compiled program for all replicas x classes x seeds.
+
+    Args:
+      replica_axis: 'vmap' (replicas in parallel: `jax.vmap`, convolutions with
+        per-replica weights become grouped convolutions) or 'map' (`lax.map`:
+        replicas one after the other inside the same program, each a batch of
+        C x S; faster where grouped convolutions are slow, e.g. XLA on CPU).
 
     Returns:
       jitted `(variables [R, ...], g_vars, z0 [S, L], classes [C] int) ->
@@ -117,7 +126,17 @@ def make_ascent(classifier: Classifier, generator, iterations: int = 1000, learn
         z, initial, final = ascend(values, variables, g_vars, z, labels, iterations, learning_rate)
         return z.reshape(c, s, latent), initial.reshape(c, s), final.reshape(c, s)
 
-    return jax.jit(jax.vmap(one_replica, in_axes=(0, None, None, None)))
+    if replica_axis == 'vmap':
+        return jax.jit(jax.vmap(one_replica, in_axes=(0, None, None, None)))
+    if replica_axis == 'map':
+        return jax.jit(lambda variables, g_vars, z0, classes: jax.lax.map(
+            lambda v: one_replica(v, g_vars, z0, classes), variables))
+    raise ConfigError(f"replica_axis must be 'vmap' or 'map'; got {replica_axis!r}")
+
+
+def default_replica_axis() -> str:
+    """'map' on the CPU backend, 'vmap' on GPU/TPU."""
+    return 'map' if jax.default_backend() == 'cpu' else 'vmap'
 
 
 def make_single_ascent(classifier: Classifier, generator, iterations: int = 1000, learning_rate: float = 0.05,
@@ -140,7 +159,8 @@ def make_single_ascent(classifier: Classifier, generator, iterations: int = 1000
 def maximize_activations(classifier: Classifier, variables: Any, generator, generator_variables: Any, *,
                          num_classes: int, seeds: Sequence[int] = tuple(range(100)), iterations: int = 1000,
                          learning_rate: float = 0.05, objective: str = 'logit', seed_chunk: int | None = None,
-                         latent_dim: int = 100, classes: Sequence[int] | None = None) -> AscentResult:
+                         latent_dim: int = 100, classes: Sequence[int] | None = None,
+                         replica_axis: str | None = None) -> AscentResult:
     """x_j* = G(argmax_z f_j(G(z))) for every replica, class and seed (P4 eq. 1).
 
     Args:
@@ -156,6 +176,12 @@ def maximize_activations(classifier: Classifier, variables: Any, generator, gene
       objective: 'logit' (default) or 'probability' (softmax).
       seed_chunk: seeds per compiled call (None: all at once); the last chunk is
         padded and the padding dropped.
+      latent_dim: size of z (100 in P4).
+      classes: the classes to maximise (then C = len(classes) and `num_classes`
+        is ignored); default 0..num_classes-1.
+      replica_axis: 'vmap' or 'map' (see `make_ascent`); None: 'map' on CPU
+        (where batching gains nothing and grouped convolutions are slow),
+        'vmap' on accelerators.
 
     Returns:
       An `AscentResult` with NumPy arrays `[R, C, S, ...]`.
@@ -167,7 +193,9 @@ def maximize_activations(classifier: Classifier, variables: Any, generator, gene
     padded = -(-s // chunk) * chunk
     if padded > s:
         z0 = jnp.concatenate([z0, jnp.zeros((padded - s, latent_dim), z0.dtype)])
-    program = make_ascent(classifier, generator, iterations, learning_rate, objective)
+    if replica_axis is None:
+        replica_axis = default_replica_axis()
+    program = make_ascent(classifier, generator, iterations, learning_rate, objective, replica_axis)
     parts = [program(variables, generator_variables, z0[i:i + chunk], classes) for i in range(0, padded, chunk)]
     z, initial, final = (np.concatenate([np.asarray(p[k]) for p in parts], axis=2)[:, :, :s] for k in range(3))
     r, c = z.shape[:2]

@@ -61,6 +61,11 @@ def make_pair_program(classifier_a: Classifier, classifier_b: Classifier) -> Cal
     return jax.jit(program)
 
 
+def as_group(group: ModelGroup | tuple) -> ModelGroup:
+    """A `ModelGroup` from itself or a plain `(apply_fn, variables[, name])` tuple."""
+    return group if isinstance(group, ModelGroup) else ModelGroup(*group)
+
+
 def dissimilarity(group_a: ModelGroup, images: Any, group_b: ModelGroup | None = None,
                   seed_chunk: int | None = None) -> Dissimilarity:
     """Dist(a, b) for every replica a of `group_a` and b of `group_b` (default: group_a).
@@ -76,7 +81,8 @@ def dissimilarity(group_a: ModelGroup, images: Any, group_b: ModelGroup | None =
     Returns:
       `Dissimilarity` with `[R_a, R_b]` mean and std over seeds.
     """
-    group_b = group_a if group_b is None else group_b
+    group_a = as_group(group_a)
+    group_b = group_a if group_b is None else as_group(group_b)
     images = jnp.asarray(images, jnp.float32)
     if images.ndim != 6 or images.shape[0] != group_a.num_replicas:
         raise ConfigError(f"images must be [R_a={group_a.num_replicas}, C, S, H, W, C_img]; got {images.shape}")
@@ -99,7 +105,8 @@ def dissimilarity_matrix(groups: Sequence[ModelGroup], images: Sequence[Any],
     """Dist between all models of several groups (e.g. VGG11 seeds, VGG13, ResNet-32).
 
     Args:
-      groups: `ModelGroup`s, possibly of different architectures; the replicas
+      groups: `ModelGroup`s or `(apply_fn, variables [R_g, ...])` tuples,
+        possibly of different architectures; the replicas
         of all groups, in order, index the rows and columns.
       images: per group, its maximising images `[R_g, C, S, H, W, C_img]` (same
         C and S for all groups).
@@ -109,6 +116,7 @@ def dissimilarity_matrix(groups: Sequence[ModelGroup], images: Sequence[Any],
     """
     if len(groups) != len(images):
         raise ConfigError(f"{len(groups)} model groups but {len(images)} image sets")
+    groups = [as_group(g) for g in groups]
     rows = []
     for group_a, images_a in zip(groups, images):
         blocks = [dissimilarity(group_a, images_a, group_b, seed_chunk).per_seed for group_b in groups]
