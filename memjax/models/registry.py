@@ -8,7 +8,7 @@ import jax.numpy as jnp
 
 from memjax.errors import ConfigError
 from memjax.models.cnn import cnn
-from memjax.models.resnet import resnet, resnet9
+from memjax.models.resnet import resnet, resnet9, resnet32
 from memjax.models.stages import StagedModel
 from memjax.models.vgg import vgg
 from memjax.models.vit import vit
@@ -20,6 +20,7 @@ _MODELS = {
     'resnet18': (lambda k, w, d: resnet('resnet18', k, w, d), 64),
     'resnet34': (lambda k, w, d: resnet('resnet34', k, w, d), 64),
     'resnet50': (lambda k, w, d: resnet('resnet50', k, w, d), 64),
+    'resnet32': (resnet32, 16),
     'vgg11': (lambda k, w, d: vgg('vgg11', k, w, d), 64),
     'vgg13': (lambda k, w, d: vgg('vgg13', k, w, d), 64),
     'vit_small': (vit, 384),

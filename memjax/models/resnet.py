@@ -5,6 +5,14 @@ per residual block as the papers name them (torchvision's layout); `head` is
 global average pooling and the linear classifier. Widths are w, 2w, 4w, 8w
 (w = 64 by default); layers 2-4 halve the resolution in their first block.
 
+ResNet-32 is He et al.'s CIFAR ResNet (2016, section 4.2; P4's third
+architecture): stages `stem` (3x3 conv w + BatchNorm + ReLU), `layer1.0` ..
+`layer1.4`, `layer2.0` .. `layer2.4`, `layer3.0` .. `layer3.4` (basic blocks of
+widths w, 2w, 4w; w = 16), `head` (global average pool, linear). Its shortcuts
+are He et al.'s option A: identity, and where the shape changes a stride-2
+subsampling with zero-padded channels (no parameters; 464,154 parameters for
+10 classes, the paper's 0.46M).
+
 ResNet-9 is the DAWNBench/FFCV network that P3's code trains: stages
 `layer1` (conv 64), `layer2` (conv 5x5 stride 2, 128), `layer3` (residual
 block 128), `layer4` (conv 256 + max-pool), `layer5` (residual block 256),
@@ -38,17 +46,35 @@ class Shortcut(nn.Module):
         return batch_norm(train, self.dtype, name='bn')(x)
 
 
+def pad_shortcut(x, features: int, stride: int):
+    """He et al.'s option A shortcut, no parameters: `[B,H,W,C] -> [B,ceil(H/s),ceil(W/s),features]`
+    by subsampling every `stride`-th pixel and zero-padding the channels on both sides."""
+    if stride > 1:
+        x = x[:, ::stride, ::stride, :]
+    extra = features - x.shape[-1]
+    if extra > 0:
+        x = jnp.pad(x, ((0, 0), (0, 0), (0, 0), (extra // 2, extra - extra // 2)))
+    return x
+
+
 class BasicBlock(nn.Module):
-    """Two 3x3 convs with a residual connection: `[B,H,W,C] -> [B,H/s,W/s,features]`."""
+    """Two 3x3 convs with a residual connection: `[B,H,W,C] -> [B,H/s,W/s,features]`.
+
+    `zero_pad_shortcut`: option A shortcut (`pad_shortcut`, ResNet-32) instead of
+    the 1x1 conv projection where the shape changes.
+    """
 
     features: int
     stride: int = 1
     dtype: Any = jnp.float32
+    zero_pad_shortcut: bool = False
 
     @nn.compact
     def __call__(self, x, train: bool = False):
         y = ConvBN(self.features, stride=self.stride, dtype=self.dtype, name='conv_bn1')(x, train)
         y = ConvBN(self.features, relu=False, dtype=self.dtype, name='conv_bn2')(y, train)
+        if self.zero_pad_shortcut:
+            return nn.relu(y + pad_shortcut(x, self.features, self.stride))
         return nn.relu(y + Shortcut(self.features, self.stride, self.dtype, name='shortcut')(x, train))
 
 
@@ -99,6 +125,22 @@ def resnet(name: str, num_classes: int, width: int = 64, dtype: Any = jnp.float3
                            block(width * 2 ** layer, stride=stride, dtype=dtype)))
     stages.append(('head', PoolDense(num_classes, dtype=dtype)))
     return StagedModel(name, tuple(stages), num_classes, dtype)
+
+
+def resnet32(num_classes: int, width: int = 16, dtype: Any = jnp.float32) -> StagedModel:
+    """He et al.'s CIFAR ResNet-32: 3 groups x 5 basic blocks, widths w, 2w, 4w (w = 16).
+
+    Stage outputs on 32x32 inputs: `[B,32,32,w]` (stem, layer1.x), `[B,16,16,2w]`,
+    `[B,8,8,4w]`, `[B,K]` (head); on 28x28: 28, 14, 7 pixels.
+    """
+    stages = [('stem', ConvBN(width, dtype=dtype))]
+    for group in range(3):
+        for index in range(5):
+            stride = 2 if group > 0 and index == 0 else 1
+            stages.append((f'layer{group + 1}.{index}',
+                           BasicBlock(width * 2 ** group, stride=stride, dtype=dtype, zero_pad_shortcut=True)))
+    stages.append(('head', PoolDense(num_classes, dtype=dtype)))
+    return StagedModel('resnet32', tuple(stages), num_classes, dtype)
 
 
 def resnet9(num_classes: int, width: int = 64, dtype: Any = jnp.float32) -> StagedModel:

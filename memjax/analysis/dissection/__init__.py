@@ -1,0 +1,1 @@
+"""P4: memorization dissection (input gradients, activation maximization, function dissimilarity)."""
