@@ -58,7 +58,8 @@ def training_config() -> ml_collections.ConfigDict:
         learning_rate=0.05,             # peak learning rate
         momentum=0.9,
         nesterov=False,
-        weight_decay=5e-4,
+        weight_decay=5e-4,              # coupled (PyTorch-style) weight decay
+        weight_decay_by_ratio=(),       # ((r, wd), ...): replicas of ratio r use wd instead (P4: true labels 1e-4, random 0)
         schedule='cosine',              # 'constant' | 'cosine' | 'onecycle' | 'step'
         peak_epoch=5.0,                 # onecycle: epoch of the peak (linear 0 -> lr -> 0)
         milestones=(),                  # step: epochs at which lr is multiplied by gamma
@@ -68,6 +69,8 @@ def training_config() -> ml_collections.ConfigDict:
         data_seed=0,                    # data order and augmentation
         init_per_ratio=False,           # False: replicas of one seed share their initialisation
         gradient_accounting=False,      # record clean/noisy gradient parts per stage each epoch (P3)
+        input_gradients=False,          # record P4's input-gradient magnitude G per epoch (pixels in [0, 1])
+        input_gradient_examples=1000,   # G is averaged over the first n training examples
         strategy='auto',                # 'auto' | 'vmap' | 'loop' | 'shard' (replicas over devices)
         steps_per_call=0,               # steps per compiled call; 0 = auto (1 on CPU, 50 on GPU/TPU)
         eval_batch_size=1000,
@@ -146,5 +149,11 @@ def validate(config: ml_collections.ConfigDict) -> None:
     if flat['train.schedule'] == 'onecycle' and not 0 <= flat['train.peak_epoch'] <= flat['train.epochs']:
         raise ConfigError(f"train.peak_epoch={flat['train.peak_epoch']} must lie within "
                           f"[0, train.epochs={flat['train.epochs']}] for the one-cycle schedule")
+    for pair in flat['train.weight_decay_by_ratio']:
+        if len(pair) != 2 or not any(abs(float(pair[0]) - r) < 1e-9 for r in ratios) or float(pair[1]) < 0:
+            raise ConfigError(f"train.weight_decay_by_ratio has {tuple(pair)!r}; give (ratio, weight_decay) pairs "
+                              f"with a ratio of noise.ratios={tuple(ratios)} and a decay >= 0")
+    if flat['train.input_gradient_examples'] < 1:
+        raise ConfigError(f"train.input_gradient_examples={flat['train.input_gradient_examples']} must be positive")
     if flat['checkpoint.every'] < 0:
         raise ConfigError(f"checkpoint.every={flat['checkpoint.every']} must be >= 0")

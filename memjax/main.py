@@ -45,12 +45,11 @@ def run(config, workdir: str, log=print) -> None:
     from memjax.analysis.runner import run_analyses
     from memjax.experiment import check
     from memjax.report.summary import write_summary
-    from memjax.rundir import RunDirectory
     from memjax.train.loop import train
 
     settings = check(config)
-    with RunDirectory(workdir).locked():
-        directory = train(config, workdir, log)
+    directory = train(config, workdir, log)  # takes the directory's lock once the data has loaded
+    with directory.locked():
         log(write_summary(directory))
         diverged = directory.status().get('diverged') or []
         if diverged:

@@ -36,8 +36,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from memjax.analysis.dissection import activation_maximization as am
-from memjax.analysis.dissection.classifier import pixel_classifier, stack_variables
-from memjax.analysis.dissection.dissimilarity import kl_divergence, make_pair_program
+from memjax.train.pixel_classifier import pixel_classifier, stack_variables
+from memjax.analysis.dissection.kl_distance import kl_divergence, make_pair_program
 from memjax.models import build_model
 from memjax.models.dcgan import dcgan
 

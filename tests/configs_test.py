@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from memjax.config import validate
+from memjax.experiment import check
 from memjax.models import build_model
 
 CONFIGS = sorted(glob.glob(os.path.join(os.path.dirname(__file__), '..', 'configs', '*.py')))
@@ -22,7 +22,8 @@ def load(path):
 def test_the_paper_configs_exist():
     names = {os.path.basename(p)[:-3] for p in CONFIGS}
     assert {'default', 'svhn_cnn', 'cifar10_r18', 'cifar10_r34', 'cifar100_r34', 'cifar100_r50',
-            'cifar10_r9'} <= names
+            'cifar10_r9', 'fashion_mnist_p3', 'cifar10_vgg11_p4', 'fashion_mnist_p4', 'cifar10_r18_p5',
+            'fashion_mnist_p5'} <= names
 
 
 @pytest.mark.parametrize('path', CONFIGS, ids=os.path.basename)
@@ -31,5 +32,5 @@ def test_config_validates_and_documents_itself(path):
     doc = module.__doc__ or ''
     assert 'python -m memjax.main --config=configs/' in doc and 'Expected time' in doc
     config = module.get_config()
-    validate(config)
+    check(config)  # training keys and every listed analysis's settings, names against the model
     build_model(config.model.name, 10 if config.data.name != 'cifar100' else 100, config.model.width)

@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 
 from memjax.analysis.dissection import activation_maximization as am
-from memjax.analysis.dissection.classifier import ModelGroup, pixel_classifier, stack_variables
-from memjax.analysis.dissection.dissimilarity import dissimilarity_matrix, kl_divergence
+from memjax.train.pixel_classifier import ModelGroup, pixel_classifier, stack_variables
+from memjax.analysis.dissection.kl_distance import dissimilarity_matrix, kl_divergence
 from memjax.analysis.dissection.generator_training import GeneratorSettings, load_generator, train_generator
-from memjax.analysis.dissection.input_gradients import input_gradient_magnitude
+from memjax.train.input_gradients import input_gradient_magnitude
 from memjax.data.pipeline import normalize
 from memjax.errors import ConfigError, RunDirectoryError
 from memjax.models import build_model

@@ -15,6 +15,7 @@ strategies), `choose_strategy`, then per epoch `train_epoch`, `evaluate` and
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import signal
@@ -39,7 +40,8 @@ from memjax.train.gradient_split import rows_from_statistics, stage_statistics
 from memjax.train.metrics import epoch_metrics
 from memjax.train.progress import epoch_line, progress_bar
 from memjax.train.replica_keys import data_keys, init_keys
-from memjax.train.state import init_state, make_optimizer
+from memjax.train.input_gradients import InputGradientMeter
+from memjax.train.state import init_state, make_optimizer, replica_weight_decays
 from memjax.train.step import default_steps_per_call, make_predict, make_train_chunk
 
 # Test hooks: SIGKILL this process right after the state of this epoch is on disk;
@@ -87,6 +89,7 @@ class Trainer:
     shared_data: bool
     chunk_steps: int
     accounting: bool
+    input_gradients: InputGradientMeter | None = None
 
     def orders(self, epoch: int, n: int) -> jax.Array:
         if self.shared_data:
@@ -105,10 +108,11 @@ def _image_pool(dataset: Dataset, eval_batch_size: int) -> tuple[jax.Array, list
     return pool, [pool[i:i + eval_batch_size] for i in range(0, pool.shape[0], eval_batch_size)]
 
 
-def prepare_run(config, run: RunDirectory) -> Setup:
+def prepare_run(config, run: RunDirectory, stack: contextlib.ExitStack | None = None) -> Setup:
     """Loads data, draws the noisy labels, builds the model and writes (or checks) the run's metadata.
 
-    Everything that can fail on bad input happens before the directory is written.
+    Everything that can fail on bad input happens before the directory is
+    created; then the directory's lock is taken (held until `stack` closes).
     """
     dataset = load_dataset(config.data)
     replicas = make_replicas(config)
@@ -121,6 +125,8 @@ def prepare_run(config, run: RunDirectory) -> Setup:
     model = model_from_config(config.model, dataset.num_classes)
     arrays = dict(true_labels=dataset.train_labels, labels=noise.labels, noise_mask=noise.mask,
                   train_index=dataset.train_index, val_index=dataset.val_index, test_index=dataset.test_index)
+    if stack is not None:
+        stack.enter_context(run.locked())
     run.create(to_dict(config))
     if run.has_metadata():
         stored = run.load_noise()
@@ -136,10 +142,11 @@ def create_trainer(setup: Setup) -> Trainer:
     """Optimizer, initial states, the compiled chunk and predict, and the candidate strategies."""
     config, dataset, replicas, model = setup.config, setup.dataset, setup.replicas, setup.model
     train_cfg = config.train
-    tx = make_optimizer(train_cfg, setup.steps_per_epoch)
+    tx = make_optimizer(train_cfg, setup.steps_per_epoch, weight_decay=False)
     accounting = bool(train_cfg.gradient_accounting)
-    init = jax.jit(jax.vmap(lambda key: init_state(model, tx, key, dataset.image_shape, accounting)))
-    state = init(jnp.asarray(init_keys(train_cfg, replicas)))
+    init = jax.jit(jax.vmap(lambda key, wd: init_state(model, tx, key, dataset.image_shape, accounting, wd)))
+    decays = replica_weight_decays(train_cfg, [r.noise_ratio for r in replicas])
+    state = init(jnp.asarray(init_keys(train_cfg, replicas)), jnp.asarray(decays))
     pool, eval_batches = _image_pool(dataset, int(train_cfg.eval_batch_size))
     keys = data_keys(train_cfg, replicas)
     shared_data = bool(np.all(keys == keys[0]))
@@ -152,8 +159,13 @@ def create_trainer(setup: Setup) -> Trainer:
     if len(jax.local_devices()) > 1 or train_cfg.strategy == 'shard':
         candidates['shard'] = strategies_lib.ShardStrategy(chunk_fn, predict_fn, shared_data, len(replicas))
     chunk_steps = min(int(train_cfg.steps_per_call) or default_steps_per_call(), setup.steps_per_epoch)
+    meter = None
+    if train_cfg.input_gradients:
+        n = min(int(train_cfg.input_gradient_examples), dataset.num_train)
+        meter = InputGradientMeter(model, dataset.mean, dataset.std, dataset.train_images[:n],
+                                   setup.noise.labels[:, :n])
     return Trainer(state, candidates, pool, eval_batches, jax.device_put(setup.noise.labels),
-                   jax.device_put(setup.noise.mask), keys, shared_data, chunk_steps, accounting)
+                   jax.device_put(setup.noise.mask), keys, shared_data, chunk_steps, accounting, meter)
 
 
 def choose_strategy(setup: Setup, trainer: Trainer, progress: dict, log: Callable):
@@ -208,6 +220,10 @@ def evaluate(setup: Setup, trainer: Trainer, strategy, state, epoch: int, losses
         rep = setup.replicas[i]
         row.update(epoch=epoch, replica=i, noise_ratio=rep.noise_ratio, seed=rep.seed,
                    train_loss=None if losses is None else float(losses[i]), active=bool(progress['active'][i]))
+    if trainer.input_gradients is not None:
+        values = trainer.input_gradients(strategy.gather(state).variables)
+        for row, value in zip(rows, values):
+            row['input_gradient'] = float(value)
     return rows
 
 
@@ -272,18 +288,20 @@ def train(config, workdir: str, log: Callable[[str], None] = print) -> RunDirect
     validate(config)
     run = RunDirectory(workdir)
     run.check_compatible(to_dict(config))
-    with run.locked():
-        return _train(config, run, log)
+    with contextlib.ExitStack() as stack:
+        if os.path.isdir(run.path):  # an existing run: lock at once (a new one is locked once data loads)
+            stack.enter_context(run.locked())
+        return _train(config, run, log, stack)
 
 
-def _train(config, run: RunDirectory, log: Callable[[str], None]) -> RunDirectory:
+def _train(config, run: RunDirectory, log: Callable[[str], None], stack: contextlib.ExitStack) -> RunDirectory:
     if run.status()['status'] == 'complete':
         if not run.has_metadata():
-            prepare_run(config, run)
+            prepare_run(config, run, stack)
             log(f'repaired the metadata of {run.path}')
         log(f'run in {run.path} is complete (epoch {run.status()["epoch"]}); nothing to train')
         return run
-    setup = prepare_run(config, run)
+    setup = prepare_run(config, run, stack)
     trainer = create_trainer(setup)
     num_replicas, epochs = len(setup.replicas), int(config.train.epochs)
     progress = {'active': np.ones(num_replicas, bool), 'converged_epoch': np.full(num_replicas, -1, np.int32),

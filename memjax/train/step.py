@@ -84,8 +84,11 @@ def make_train_chunk(model: StagedModel, tx: optax.GradientTransformation, *, ba
                     return cross_entropy(run.output, y), run.batch_stats
 
                 (loss, batch_stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+            if state.weight_decay is not None:  # this replica's (coupled) weight decay, as optax's add_decayed_weights
+                grads = jax.tree_util.tree_map(lambda g, p: g + state.weight_decay * p, grads, state.params)
             updates, opt_state = tx.update(grads, state.opt_state, state.params)
-            return TrainState(optax.apply_updates(state.params, updates), batch_stats, opt_state, sums), loss
+            return state.replace(params=optax.apply_updates(state.params, updates), batch_stats=batch_stats,
+                                 opt_state=opt_state, grad_sums=sums), loss
 
         if num_steps == 1:
             new_state, loss = one_step(state, 0)

@@ -36,7 +36,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from memjax.analysis.dissection.classifier import Classifier
+from memjax.train.pixel_classifier import Classifier
 from memjax.errors import ConfigError
 
 OBJECTIVES = ('logit', 'probability')

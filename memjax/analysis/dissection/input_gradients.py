@@ -1,93 +1,72 @@
-"""P4's input-gradient magnitude (Gu & Tresp 2019, section 2).
+"""Input-gradient magnitude over training (P4 section 2, Figs. 1 and 4).
 
-For an example x with label y and the cross-entropy loss of that example,
-L(x) = -log softmax(f(x))_y,
+G(x) = sum_j |dL/dx_j| over the input dimensions (pixels in [0, 1], see
+`memjax.train.input_gradients`), averaged over a fixed set of training
+examples (the first n) with each replica's own training labels, per epoch and
+replica. P4 finds a "hunting" stage of small G before random labels are fitted.
+The values come from training's record (`train.input_gradients=True`: every
+epoch) or, for runs trained without it, from the kept checkpoints.
 
-    G(x) = sum_j |dL/dx_j|   (over all H x W x C input dimensions),
-
-averaged over a set of examples (P4: the training set, every epoch), per
-replica. Conventions:
-
-- Input space: pixels p = x / 255 in [0, 1], before normalisation; the loss is
-  computed through memjax's normalisation (p - mean) / std
-  (`classifier.pixel_classifier`), so dL/dp = (dL/d normalised input) / std.
-  Values are in these units: multiply by 255 for uint8 units, or by std for the
-  normalised input.
-- Evaluation mode: BatchNorm uses its running statistics (no dropout), so G(x)
-  is a property of x and the model alone, not of the batch x arrived in; the
-  loss is each example's own (not divided by the batch size).
-- Labels are the ones the model was trained on (noisy labels for a replica
-  trained on noisy data): `labels [R, N]` per replica, or `[N]` for all.
-
-All replicas are one vmapped program per batch of examples (variables `[R, ...]`).
+Written: results/input_gradients/input_gradients.csv (replica, noise_ratio,
+seed, epoch, train_accuracy, input_gradient, source) and figures/input_gradients.png.
 """
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple
+import dataclasses
+import os
 
-import jax
-import jax.numpy as jnp
-import numpy as np
-
-from memjax.analysis.dissection.classifier import Classifier
+from memjax.analysis.settings import AnalysisSettings, Context, setting
 from memjax.errors import ConfigError
+from memjax.report.dissection_plots import accuracy_and_gradient
+from memjax.report.tables import write_csv
+from memjax.run import Run
+from memjax.train.input_gradients import InputGradientMeter
+
+NAME = 'input_gradients'
+COLUMNS = ('replica', 'noise_ratio', 'seed', 'epoch', 'train_accuracy', 'input_gradient', 'source')
 
 
-class InputGradients(NamedTuple):
-    """`mean`: G averaged over the examples `[R]`; `per_example`: G(x) `[R, N]`."""
+@dataclasses.dataclass(frozen=True)
+class Settings(AnalysisSettings):
+    """`analysis.input_gradients`: G per epoch and replica (P4)."""
 
-    mean: np.ndarray
-    per_example: np.ndarray
+    source: str = setting('auto', 'auto: the training record if present, else checkpoints',
+                          choices=('auto', 'training', 'checkpoints'))
+    num_examples: int = setting(1000, 'checkpoints source: G averaged over the first n training examples')
+    epochs: tuple = setting((), 'checkpoints source: kept epochs (empty: all)')
 
-
-def example_gradient_magnitude(classifier: Classifier, variables: Any, pixels: jax.Array,
-                               labels: jax.Array) -> jax.Array:
-    """G(x) of one model: `pixels [B, H, W, C]` in [0, 1], `labels [B]` -> `[B]`."""
-
-    def total_loss(p):
-        logits = classifier(variables, p)
-        log_probs = jax.nn.log_softmax(logits, axis=-1)
-        return -jnp.take_along_axis(log_probs, labels[:, None], axis=1).sum()
-
-    grads = jax.grad(total_loss)(pixels)
-    return jnp.abs(grads).reshape(grads.shape[0], -1).sum(axis=1)
+    def validate(self) -> None:
+        self.positive('num_examples')
 
 
-def input_gradient_magnitude(classifier: Classifier, variables: Any, images: Any, labels: Any,
-                             batch_size: int = 256) -> InputGradients:
-    """G(x) for every replica and example, and its mean over the examples.
-
-    Args:
-      classifier: `f(variables, pixels [B, H, W, C] in [0, 1]) -> logits [B, K]`
-        (`classifier.pixel_classifier(model, mean, std)`).
-      variables: stacked over replicas, leaves `[R, ...]`.
-      images: uint8 `[N, H, W, C]` (scaled by 1/255) or float pixels in [0, 1].
-      labels: int `[R, N]` (each replica's training labels) or `[N]` (shared).
-      batch_size: examples per compiled call (the last batch is padded).
-
-    Returns:
-      `InputGradients(mean [R], per_example [R, N])`.
-    """
-    images = np.asarray(images)
-    pixels = images.astype(np.float32) / 255.0 if images.dtype == np.uint8 else images.astype(np.float32)
-    n = pixels.shape[0]
-    r = int(jax.tree_util.tree_leaves(variables)[0].shape[0])
-    labels = np.asarray(labels, np.int32)
-    if labels.ndim == 1:
-        labels = np.broadcast_to(labels, (r, n))
-    if labels.shape != (r, n):
-        raise ConfigError(f"labels must be [N={n}] or [R={r}, N={n}]; got {labels.shape}")
-    program = jax.jit(jax.vmap(lambda v, x, y: example_gradient_magnitude(classifier, v, x, y),
-                               in_axes=(0, None, 0)))
-    batch = min(int(batch_size), n)
-    out = []
-    for first in range(0, n, batch):
-        x, y = pixels[first:first + batch], labels[:, first:first + batch]
-        width = x.shape[0]
-        if width < batch:
-            x = np.concatenate([x, np.zeros((batch - width, *x.shape[1:]), x.dtype)])
-            y = np.concatenate([y, np.zeros((r, batch - width), y.dtype)], axis=1)
-        out.append(np.asarray(program(variables, jnp.asarray(x), jnp.asarray(y)))[:, :width])
-    per_example = np.concatenate(out, axis=1)
-    return InputGradients(per_example.mean(axis=1), per_example)
+def run(run: Run, s: Settings, context: Context) -> None:
+    metrics = run.directory.read_metrics()
+    recorded = bool(metrics) and all('input_gradient' in r for r in metrics)
+    source = ('training' if recorded else 'checkpoints') if s.source == 'auto' else s.source
+    if source == 'training' and not recorded:
+        raise ConfigError('analysis.input_gradients.source=training, but the run was trained without '
+                          'train.input_gradients=True; use source=checkpoints')
+    if source == 'training':
+        rows = [{**run.row(r['replica']), 'epoch': r['epoch'], 'train_accuracy': r['train_accuracy'],
+                 'input_gradient': r['input_gradient'], 'source': source} for r in metrics]
+    else:
+        data = run.dataset
+        n = min(s.num_examples, data.num_train)
+        meter = InputGradientMeter(run.model, data.mean, data.std, data.train_images[:n], run.noise['labels'][:, :n])
+        accuracy = {(r['epoch'], r['replica']): r['train_accuracy'] for r in metrics}
+        epochs = run.kept_epochs(s.epochs, 'analysis.input_gradients.epochs')
+        rows = []
+        bar = context.progress(len(epochs), 'input gradients over checkpoints')
+        for epoch in epochs:
+            for i, value in enumerate(meter(run.variables(epoch))):
+                rows.append({**run.row(i), 'epoch': epoch, 'train_accuracy': accuracy.get((epoch, i)),
+                             'input_gradient': float(value), 'source': source})
+            bar.update(1)
+        bar.close()
+    write_csv(os.path.join(context.output, 'input_gradients.csv'), rows, COLUMNS)
+    accuracy_and_gradient(os.path.join(context.figures, 'input_gradients.png'), rows,
+                          f'Training accuracy and input-gradient magnitude (P4 Figs. 1/4), {run.model.name}, '
+                          f'from {source}')
+    context.log(f'  input_gradients ({source}): results/input_gradients/input_gradients.csv, '
+                'figures/input_gradients.png')

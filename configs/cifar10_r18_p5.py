@@ -1,0 +1,25 @@
+"""P5 (Stephenson et al., ICLR 2021, arXiv:2105.14602): ResNet-18 on CIFAR-10 with permuted labels.
+
+A clean replica and one whose labels are half permuted (random labels),
+trained to fit them, checkpoints every 5 epochs; then MFTMA (capacity, radius,
+dimension, center correlation) per residual block at six kept epochs for the
+unpermuted, permuted and restored class manifolds (10 classes x 50 examples,
+kappa 0, n_t 200: the reference code's values), and rewinding of the last k
+stages (P5's generalization-restoring experiment). The permuted fraction is
+`noise.ratios`; P5 varies it, and memjax's default here (0.5) is a choice, not
+a value read from the paper. Recipe: memjax/paper_settings.py.
+
+Command:
+    python -m memjax.main --config=configs/cifar10_r18_p5.py --workdir=runs/cifar10_r18_p5 \
+        --config.data.data_dir=$HOME/tensorflow_datasets
+Expected time on one H100: not measured (no GPU was available to this project's sessions so far).
+"""
+
+from memjax.paper_settings import random_label_sweep
+
+
+def get_config():
+    c = random_label_sweep('cifar10', 'resnet18', (0.0, 0.5))
+    c.analyses = ('manifolds', 'rewinding')
+    c.analysis.manifolds.num_epochs = 6
+    return c

@@ -1,0 +1,45 @@
+"""P4 (Gu & Tresp 2019, arXiv:1911.09537): VGG-11 on CIFAR-10, true vs random labels.
+
+P4's setting: VGG-11, SGD with a constant learning rate 0.01, momentum 0.9,
+batch 128, 100 epochs, weight decay 1e-4 on true labels and none on random
+labels (`train.weight_decay_by_ratio`), r in {0, 1} with three seeds. The
+input-gradient magnitude G is recorded every epoch on 1,000 training examples
+(P4 averages over the training set; a fixed subset keeps the cost small).
+Analyses: G per epoch (Figs. 1/4) and the function dissimilarity of every pair
+of replicas through a DCGAN trained 30 epochs on CIFAR-10 (Figs. 2, 3),
+100 seeds x 1000 ascent iterations (P4's values). P4 also compares with VGG-13
+and ResNet-32 runs: train those with `--config.model.name=vgg13` / `resnet32`
+in other work directories and list them in `analysis.dissimilarity.other_runs`.
+The noise levels of Fig. 5: `get_config('noise_levels')`.
+
+Command:
+    python -m memjax.main --config=configs/cifar10_vgg11_p4.py --workdir=runs/cifar10_vgg11_p4 \
+        --config.data.data_dir=$HOME/tensorflow_datasets
+Expected time on one H100: not measured (no GPU was available to this project's sessions so far).
+"""
+
+from memjax.experiment import base_config
+
+
+def get_config(variant: str = ''):
+    c = base_config()
+    c.data.source = 'tfds'
+    c.data.name = 'cifar10'
+    c.data.val_size = 5000
+    c.noise.ratios = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0) if variant == 'noise_levels' else (0.0, 1.0)
+    c.noise.mode = 'random'
+    c.seeds = (0, 1, 2)
+    c.model.name = 'vgg11'
+    c.train.epochs = 100
+    c.train.batch_size = 128
+    c.train.learning_rate = 0.01
+    c.train.schedule = 'constant'
+    c.train.momentum = 0.9
+    c.train.weight_decay = 1e-4
+    c.train.weight_decay_by_ratio = tuple((r, 0.0) for r in c.noise.ratios if r > 0)
+    c.train.stop_accuracy = None  # P4 trains a fixed 100 epochs
+    c.train.input_gradients = True
+    c.train.input_gradient_examples = 1000
+    c.checkpoint.every = 10
+    c.analyses = ('input_gradients', 'dissimilarity')
+    return c
