@@ -36,5 +36,6 @@ def get_config():
     c.train.peak_epoch = 10.0
     c.train.weight_decay = 5e-4
     c.train.stop_accuracy = None
+    c.train.gradient_accounting = True  # P3 section 4 measures the epoch's SGD gradients
     c.checkpoint.every = 1
     return c

@@ -46,6 +46,8 @@ def get_config():
     c.analysis.retraining.epochs = 5
     c.analysis.retraining.peak_epoch = 2.0
     c.analysis.retraining.num_train = 2000
+    c.analysis.retraining.batch_size = 512  # P3
+    c.analysis.retraining.batchnorm = 'live'  # P3: every BatchNorm updates its running statistics
     c.analysis.neurons.num_clean = 24
     c.analysis.neurons.num_noisy = 24
     c.analysis.neurons.max_neurons = 20

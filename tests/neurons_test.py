@@ -4,8 +4,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from memjax.analysis.localization.neurons import (Settings, accuracy_after_removal, critical_neuron_search,
-                                     detection_auc)
+import pytest
+
+from memjax.analysis.localization.neurons import (Settings, accuracy_after_removal, censored_auc, channel_scores,
+                                                  critical_neuron_search, detection_auc, input_noise)
+from memjax.models.layers import ConvBN
 from memjax.models.layers import DenseReLU
 from memjax.models.stages import StagedModel
 
@@ -20,13 +23,16 @@ def planted_model():
     return model, variables
 
 
-def test_search_removes_exactly_the_planted_neuron():
+@pytest.mark.parametrize('score,noise', [('param_grad', 'relative'), ('mask_grad', 'relative'),
+                                         ('mask_grad', 'fixed')])
+def test_search_removes_exactly_the_planted_neuron(score, noise):
     model, variables = planted_model()
     x = jnp.array([[0.5, 0.5, 1.0, 0.5], [0.4, 0.6, 0.9, 0.3]])  # class 0 via unit 2 (5 * 1.0 > 1.5)
     y = jnp.array([0, 0])
     ref_x = jnp.array([[1.0, 1.0, 0.0, 1.0], [0.0, 1.0, 0.0, 1.0]])  # class 1 examples
     ref_y = jnp.array([1, 1])
-    settings = Settings(max_neurons=3, noise_std=0.01, noise_copies=5, reference_batch=2, parallel=2)
+    settings = Settings(max_neurons=3, noise=noise, noise_std=0.01, noise_copies=5, reference_batch=2, parallel=2,
+                        score=score)
     result = critical_neuron_search(model, variables, x, y, ref_x, ref_y, settings, jax.random.PRNGKey(0))
     assert result['initially_correct'].all() and result['flipped'].all()
     assert result['count'].tolist() == [1, 1]
@@ -39,3 +45,40 @@ def test_detection_auc():
     assert detection_auc(np.array([10, 12, 15]), np.array([2, 3])) == 1.0
     assert detection_auc(np.array([2, 3]), np.array([10, 12])) == 0.0
     assert detection_auc(np.array([5]), np.array([5])) == 0.5
+
+
+def test_censored_auc_makes_the_censoring_explicit():
+    # noisy: 2 (observed), cap-censored; clean: 10 (observed), censored
+    out = censored_auc([10, 5], [False, True], [2, 5], [False, True])
+    # pairs (noisy, clean): (2,10) right, (2,C) right, (C,10) wrong, (C,C) undetermined
+    assert out['auc_low'] == 0.5 and out['auc_high'] == 0.75 and out['auc'] == 0.625
+    assert out['auc_determined'] == pytest.approx(2 / 3) and out['undetermined'] == 0.25
+    plain = censored_auc([10, 12, 15], [False] * 3, [2, 3], [False] * 2)
+    assert plain['auc'] == plain['auc_low'] == plain['auc_high'] == 1.0
+
+
+def test_relative_noise_has_one_percent_of_each_inputs_norm():
+    x = jnp.stack([jnp.ones((4, 4, 1)), 3 * jnp.ones((4, 4, 1))])
+    noise = input_noise(jax.random.PRNGKey(0), x, 5, 'relative', 0.01, 0.0)
+    norms = np.sqrt(np.sum(np.asarray(noise) ** 2, axis=(2, 3, 4)))
+    np.testing.assert_allclose(norms, np.broadcast_to([0.04, 0.12], (5, 2)), rtol=1e-5)
+
+
+def test_channel_score_is_the_first_order_change_of_zeroing_the_channel():
+    stage = ConvBN(3)
+    model = StagedModel('one', (('conv1', stage), ('fc', DenseReLU(2, relu=False))), 2)
+    variables = model.init(jax.random.PRNGKey(0), (5, 5, 2))
+    variables['batch_stats']['conv1']['mean'] = jnp.array([0.1, -0.2, 0.3])
+    x = jax.random.normal(jax.random.PRNGKey(1), (2, 5, 5, 2))
+    # zeroing the channel's parameters (kernel slice, BatchNorm scale and bias) == masking its output
+    params = jax.tree_util.tree_map(lambda p: p.at[..., 1].set(0.0) if p.shape[-1] == 3 else p,
+                                    variables['params'])
+    zeroed = model.apply({**variables, 'params': params}, x).output
+    masked = model.apply(variables, x, masks={'conv1': jnp.array([1.0, 0.0, 1.0])}).output
+    np.testing.assert_allclose(zeroed, masked, rtol=1e-5, atol=1e-6)
+    grads = jax.grad(lambda p: model.apply({**variables, 'params': p}, x).output.sum())(variables['params'])
+    scores = channel_scores(variables['params']['conv1'], grads['conv1'], 3)
+    kernel, g = variables['params']['conv1']['conv']['kernel'], grads['conv1']['conv']['kernel']
+    bn, gbn = variables['params']['conv1']['bn'], grads['conv1']['bn']
+    expect = (kernel * g).sum((0, 1, 2)) + bn['scale'] * gbn['scale'] + bn['bias'] * gbn['bias']
+    np.testing.assert_allclose(scores, expect, rtol=1e-5)

@@ -80,26 +80,31 @@ def test_retraining_and_neurons_run_from_the_config(workdir):
         assert os.path.getsize(os.path.join(workdir, 'figures', f'{name}.png')) > 10_000
 
 
-def test_example_tied_masks_are_deterministic_per_example_with_the_configured_fractions():
+def test_example_tied_masks_are_deterministic_per_example():
     key = jax.random.PRNGKey(3)
-    channels = 50
+    shape = (50,)
     variant = jnp.array([0, 0.4, 0.2, 0.0])
-    a = training_mask(variant, key, 1, 17, jax.random.PRNGKey(9), channels)
-    b = training_mask(variant, key, 1, 17, jax.random.PRNGKey(123), channels)  # another step: same mask
+    a = training_mask(variant, key, 1, 17, jax.random.PRNGKey(9), shape)
+    b = training_mask(variant, key, 1, 17, jax.random.PRNGKey(123), shape)  # another step: same mask
     np.testing.assert_array_equal(a, b)
-    assert float(a.sum()) == 0.4 * channels + 0.2 * channels
     assert np.all(np.asarray(a[:20]) == 1)  # generalization channels always on
-    own = [np.flatnonzero(memorization_mask(key, 1, i, channels, 0.4, 0.2)) for i in range(30)]
-    assert all(len(o) == 10 and o.min() >= 20 for o in own)
-    assert len({tuple(o) for o in own}) > 25  # examples own different channels
-    gen = evaluation_mask(variant, key, 1, 17, channels, 'generalization')
-    assert float(gen.sum()) == 20
-    trained = evaluation_mask(variant, key, 1, 17, channels, 'as_trained')
+    own = np.asarray(memorization_mask(key, 1, 17, 50, 0.4, 0.2))
+    np.testing.assert_array_equal(np.asarray(a[20:]), own[20:])
+    assert own[:20].sum() == 0
+    trained = evaluation_mask(variant, key, 1, 17, shape, 'as_trained')
     np.testing.assert_array_equal(trained, a)
-    held_out = evaluation_mask(variant, key, 1, -1, channels, 'as_trained')
-    np.testing.assert_array_equal(held_out, gen)
-    standard = training_mask(jnp.array([1, 0.0, 0.0, 0.5]), key, 1, 17, jax.random.PRNGKey(0), 1000)
+    exact = [np.flatnonzero(memorization_mask(key, 1, i, 50, 0.4, 0.2, 'exact')) for i in range(30)]
+    assert all(len(o) == 6 and o.min() >= 20 for o in exact)  # round(0.2 * 30)
+    assert len({tuple(o) for o in exact}) > 25  # examples own different channels
+    standard = training_mask(jnp.array([1, 0.0, 0.0, 0.5]), key, 1, 17, jax.random.PRNGKey(0), (4, 4, 100))
     assert 0.4 < float(jnp.mean(standard > 0)) < 0.6 and float(standard.max()) == pytest.approx(2.0)
+    assert not np.all(np.asarray(standard[..., 0]) == np.asarray(standard[0, 0, 0]))  # element-wise, not per channel
+    assert np.all(np.asarray(evaluation_mask(jnp.array([1, 0.0, 0.0, 0.5]), key, 1, 17, (4, 4, 100), 'drop')) == 1)
+    sparse = jnp.array([2, 0.0, 0.0, 0.4])
+    fixed = training_mask(sparse, key, 1, 3, jax.random.PRNGKey(0), (4, 4, 100))
+    np.testing.assert_array_equal(fixed, training_mask(sparse, key, 1, 99, jax.random.PRNGKey(5), (4, 4, 100)))
+    np.testing.assert_array_equal(fixed, evaluation_mask(sparse, key, 1, -1, (4, 4, 100), 'expected'))
+    assert 0.5 < float(jnp.mean(fixed > 0)) < 0.7 and float(fixed.max()) == pytest.approx(1 / 0.6)
 
 
 def test_example_tied_analysis_writes_its_table(workdir):
@@ -108,9 +113,14 @@ def test_example_tied_analysis_writes_its_table(workdir):
     config.analysis.example_tied.grid_p_gen = (0.5,)
     config.analysis.example_tied.grid_p_mem = (0.25,)
     run_analyses(config, workdir, log=quiet)
-    rows = read(os.path.join(workdir, 'results/example_tied/example_tied.csv'))
-    assert [r['variant'] for r in rows] == ['example_tied', 'standard', 'sparse', 'example_tied']
+    rows = read(os.path.join(workdir, 'results/example_tied/table.csv'))
+    assert [(r['variant'], r['evaluation']) for r in rows] == [
+        (v, e) for v in ('example_tied', 'standard', 'sparse', 'example_tied')
+        for e in ('expected', 'drop', 'as_trained')]
+    assert all(r['test_accuracy'] == '' for r in rows if r['evaluation'] == 'as_trained')
     assert 'before->after' in open(os.path.join(workdir, 'results/example_tied/table.txt')).read()
     for r in rows:
-        if r['variant'] in ('standard', 'sparse'):  # no memorization channels to drop
-            assert r['clean_all'] == r['clean_generalization'] and r['noisy_all'] == r['noisy_generalization']
+        if r['variant'] in ('standard', 'sparse'):  # no memorization channels: every evaluation is the same
+            same = [q for q in rows if q['variant'] == r['variant']]
+            assert all(q['clean_accuracy'] == r['clean_accuracy'] and q['noisy_accuracy'] == r['noisy_accuracy']
+                       for q in same)

@@ -3,9 +3,16 @@
 Shared by layer fine-tuning (P2 appendix A.1) and layer retraining (P3 5.2).
 Freezing goes through the optimizer (`memjax.train.freezing`): the stage's
 params get the optimizer, the others `set_to_zero` and `stop_gradient`, and
-come back bit-identical. In the forward pass the trained stage runs in
-training mode, so its BatchNorm statistics update, while every other stage
-runs in evaluation mode (its statistics frozen too).
+come back bit-identical. BatchNorm during training, `batchnorm`:
+
+- 'frozen': the trained stage runs in training mode (batch statistics, its
+  running statistics update), every other stage in evaluation mode (running
+  statistics used and left unchanged);
+- 'live' (P3's retraining: the whole network in training mode): every
+  BatchNorm uses batch statistics and updates its running statistics on the
+  training batches; still only the trained stage's params change.
+
+Evaluation (`predict`) always runs the whole network in evaluation mode.
 
 Each of the K models trains on its own examples: `indices[k]` into a shared
 image pool with `labels[k]` over that pool. Sets of different sizes are
@@ -28,6 +35,8 @@ from memjax.train import freezing
 from memjax.train.step import cross_entropy
 from memjax.analysis.lifting import Lifted
 
+BATCHNORM_MODES = ('frozen', 'live')
+
 
 def _where(active, new, old):
     return jax.tree_util.tree_map(lambda a, b: jnp.where(active, a, b), new, old)
@@ -37,8 +46,10 @@ class StageTrainer:
     """One stage of K models trained on per-model example sets (see module doc)."""
 
     def __init__(self, model: StagedModel, mean, std, stage: str, tx: optax.GradientTransformation,
-                 batch_size: int, strategy: str, size: int, seed: int = 0):
-        self.model, self.batch_size, self.seed = model, batch_size, seed
+                 batch_size: int, strategy: str, size: int, seed: int = 0, batchnorm: str = 'frozen'):
+        if batchnorm not in BATCHNORM_MODES:
+            raise ValueError(f'batchnorm {batchnorm!r} is not one of {BATCHNORM_MODES}')
+        self.model, self.batch_size, self.seed, self.batchnorm = model, batch_size, seed, batchnorm
         self.index = model.stage_index(stage)
         self.stage = model.stage_names[self.index]
         self.mean, self.std = jnp.asarray(mean), jnp.asarray(std)
@@ -49,6 +60,9 @@ class StageTrainer:
 
     # One model -------------------------------------------------------------
     def _logits(self, variables, x, train_stage: bool):
+        if self.batchnorm == 'live' or not train_stage:
+            run = self.model.apply(variables, x, train=train_stage)
+            return run.output, run.batch_stats
         l = self.index
         h = self.model.apply(variables, x, stop=l).output
         run = self.model.apply(variables, h, start=l, stop=l + 1, train=train_stage)
@@ -69,9 +83,7 @@ class StageTrainer:
         stage = self.stage
         new_params = dict(variables['params'])
         new_params[stage] = _where(active, params[stage], variables['params'][stage])
-        new_stats = dict(variables['batch_stats'])
-        if stage in batch_stats:
-            new_stats[stage] = _where(active, batch_stats[stage], variables['batch_stats'][stage])
+        new_stats = _where(active, batch_stats, variables['batch_stats'])
         return ({'params': new_params, 'batch_stats': new_stats}, _where(active, new_opt, opt_state),
                 jnp.where(active, loss, 0.0))
 

@@ -68,8 +68,12 @@ def rewinding_last_k(path: str, rows: list[dict], num_stages: int, epochs: Seque
     plt.close(fig)
 
 
-def gradient_accounting(path: str, rows: list[dict], stages: Sequence[str], ratio: float) -> None:
-    """P3 Figs. 1-2: per-stage normalised gradient norms (clean vs noisy) and their cosine, per epoch."""
+def gradient_accounting(path: str, rows: list[dict], stages: Sequence[str], ratio: float,
+                        source: str = 'training') -> None:
+    """P3 Figs. 1-2: per-stage normalised gradient norms (clean vs noisy) and their cosine, per epoch.
+
+    source: 'training' (the epoch's SGD gradients) or 'checkpoints' (full-data gradient at kept epochs).
+    """
     epochs = sorted({r['epoch'] for r in rows})
     cmap = plt.get_cmap('viridis')
     fig, axes = plt.subplots(1, 3, figsize=(15, 4))
@@ -92,7 +96,9 @@ def gradient_accounting(path: str, rows: list[dict], stages: Sequence[str], rati
     axes[2].set_title('cosine(mean clean gradient, mean noisy gradient)', fontsize=9)
     axes[2].set_xlabel('epoch', fontsize=8)
     axes[2].legend(fontsize=6, ncol=2)
-    fig.suptitle(f'Gradient accounting, r={ratio:g}', fontsize=10)
+    what = {'training': "the epoch's SGD gradients, recorded during training",
+            'checkpoints': 'full-data gradient at each kept checkpoint'}.get(source, source)
+    fig.suptitle(f'Gradient accounting, r={ratio:g} ({what})', fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)

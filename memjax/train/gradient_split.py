@@ -50,11 +50,20 @@ def stage_statistics(g_clean: dict, g_noisy: dict) -> dict[str, dict[str, jax.Ar
     return out
 
 
-def rows_from_statistics(statistics, epoch: int, replicas) -> list[dict]:
-    """Rows for stacked statistics {stage: {key: [R]}}."""
+def rows_from_statistics(statistics, epoch: int, replicas, source: str, include=None) -> list[dict]:
+    """Rows for stacked statistics {stage: {key: [R]}}, labelled with their `source`.
+
+    source: 'training' (the epoch's SGD gradients, summed during training) or
+    'checkpoints' (the full-data gradient at a kept epoch).
+    include: bool [R] (default all): replicas to write rows for; a replica that
+    did not train this epoch (it had stopped) writes none, rather than zeros.
+    """
     rows = []
     for rep in replicas:
+        if include is not None and not include[rep.index]:
+            continue
         for stage, values in statistics.items():
             rows.append({'epoch': epoch, 'replica': rep.index, 'noise_ratio': rep.noise_ratio, 'seed': rep.seed,
-                         'stage': stage, **{k: float(np.asarray(v)[rep.index]) for k, v in values.items()}})
+                         'stage': stage, 'source': source,
+                         **{k: float(np.asarray(v)[rep.index]) for k, v in values.items()}})
     return rows

@@ -265,10 +265,10 @@ def _poison(stacked, epoch: int):
     return stacked.replace(params=jax.tree_util.tree_map(lambda x: x.at[i].set(jnp.nan), stacked.params))
 
 
-def _record_gradients(run: RunDirectory, stacked, epoch: int, replicas):
-    """Appends this epoch's gradient accounting to gradients.jsonl and zeroes the sums."""
+def _record_gradients(run: RunDirectory, stacked, epoch: int, replicas, trained):
+    """Appends this epoch's gradient accounting (replicas that trained in it) to gradients.jsonl; zeroes the sums."""
     statistics = jax.vmap(stage_statistics)(stacked.grad_sums['clean'], stacked.grad_sums['noisy'])
-    run.append_metrics(rows_from_statistics(statistics, epoch, replicas), 'gradients.jsonl')
+    run.append_metrics(rows_from_statistics(statistics, epoch, replicas, 'training', trained), 'gradients.jsonl')
     return stacked.replace(grad_sums=jax.tree_util.tree_map(jnp.zeros_like, stacked.grad_sums))
 
 
@@ -350,7 +350,7 @@ def _train(config, run: RunDirectory, log: Callable[[str], None], stack: context
         mark_diverged(setup, rows, progress, ok, epoch, log)
         state = strategy.place(stacked)
         if trainer.accounting:
-            stacked = _record_gradients(run, stacked, epoch, setup.replicas)
+            stacked = _record_gradients(run, stacked, epoch, setup.replicas, [row['active'] for row in rows])
             state = strategy.place(stacked)
         save_epoch(setup, checkpoints, stacked, epoch, rows, progress,
                    final=not progress['active'].any() or epoch == epochs)

@@ -39,8 +39,14 @@ def default_steps_per_call() -> int:
 
 def make_train_chunk(model: StagedModel, tx: optax.GradientTransformation, *, batch_size: int,
                      augment: bool, mean: np.ndarray, std: np.ndarray,
-                     gradient_accounting: bool = False) -> Callable:
+                     gradient_accounting: bool = False, masks_fn: Callable | None = None) -> Callable:
     """Builds `train_chunk` for one replica.
+
+    masks_fn (optional, a hook for analyses that train with masked channels,
+    e.g. example-tied dropout): masks_fn(idx, epoch, batch) -> {stage: mask
+    [B, ...]} for the batch's example indices idx [B]; the masks go to
+    `StagedModel.apply(masks=...)` in the loss. Not combined with gradient
+    accounting.
 
     train_chunk(state, images, labels, noise_mask, order, epoch, first_step, data_key, active, *, num_steps)
       state: TrainState of one replica.
@@ -58,6 +64,8 @@ def make_train_chunk(model: StagedModel, tx: optax.GradientTransformation, *, ba
       num_steps: static number of steps (1: no loop in the program at all).
     Returns (state, summed training loss over the chunk: float32 scalar).
     """
+    if masks_fn is not None and gradient_accounting:
+        raise ValueError('make_train_chunk: masks_fn and gradient_accounting are not combined')
     mean = jnp.asarray(mean, jnp.float32)
     std = jnp.asarray(std, jnp.float32)
 
@@ -79,8 +87,11 @@ def make_train_chunk(model: StagedModel, tx: optax.GradientTransformation, *, ba
                 sums = {'clean': jax.tree_util.tree_map(jnp.add, sums['clean'], g_clean),
                         'noisy': jax.tree_util.tree_map(jnp.add, sums['noisy'], g_noisy)}
             else:
+                masks = None if masks_fn is None else masks_fn(idx, epoch, batch)
+
                 def loss_fn(params):
-                    run = model.apply({'params': params, 'batch_stats': state.batch_stats}, x, train=True)
+                    run = model.apply({'params': params, 'batch_stats': state.batch_stats}, x, train=True,
+                                      masks=masks)
                     return cross_entropy(run.output, y), run.batch_stats
 
                 (loss, batch_stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)

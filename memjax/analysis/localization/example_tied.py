@@ -1,20 +1,25 @@
 """Example-tied dropout (P3 section 6.2, Tables 1-3), trained next to its baselines.
 
 Trains fresh models on the run's data with the noisy labels of one of its
-replicas, with the run's optimizer and schedule, one model per variant
-(`memjax.analysis.localization.dropout_masks`): example-tied dropout at (p_gen, p_mem),
-optionally a p_gen x p_mem grid (Table 2), standard dropout and a sparse
-network at the same p (Table 3). All variants train side by side (lifted over
-variants, same data order). Each is then evaluated three ways:
+replicas, with the run's optimizer, schedule and augmentation, one model per
+variant (`memjax.analysis.localization.dropout_masks`): example-tied dropout
+at (p_gen, p_mem), optionally a p_gen x p_mem grid (Table 2), standard
+dropout and a sparse network (Table 3). Every variant trains through the
+trainer's own compiled step (`memjax.train.step.make_train_chunk` with a
+mask hook), in the same data order. Each is then evaluated as P3's code
+defines it:
 
-- as_trained: training examples with their own memorization channels,
-  held-out examples with the generalization channels;
-- generalization: memorization channels dropped (the paper's "after");
-- all: every channel on.
+- expected (Table 1 "before"): generalization channels as they are,
+  memorization channels multiplied by p_mem;
+- drop (Table 1 "after"): memorization channels zeroed, generalization
+  channels multiplied by (p_gen + p_mem) / p_gen;
+- as_trained: each training example with its own memorization channels
+  (training accuracies only; held-out examples own no channels).
 
-Table 1's "before -> after" is reported as clean / noisy training accuracy
-as_trained -> generalization, and test accuracy all -> generalization.
-Written: results/example_tied/{example_tied.csv, table.txt}.
+Baselines evaluate the same way under every name (standard dropout: no
+dropout at evaluation; sparse: its fixed mask). noisy_accuracy is the
+relabelled training examples against their NOISY labels (memorization).
+Written: results/example_tied/{table.csv, table.txt}.
 """
 
 from __future__ import annotations
@@ -28,20 +33,20 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from memjax.analysis.localization.dropout_masks import MODES, evaluation_mask, training_mask
-from memjax.analysis.localization.neurons import full_masks
-from memjax.data.pipeline import normalize
-from memjax.analysis.lifting import STRATEGIES, Lifted
+from memjax.analysis.localization.dropout_masks import (DRAWS, EVALUATIONS, MODES, evaluation_mask,
+                                                        training_mask)
 from memjax.analysis.settings import AnalysisSettings, Context, setting
+from memjax.data.pipeline import normalize
 from memjax.errors import ConfigError
 from memjax.report.tables import text_table, write_csv
 from memjax.run import Run
 from memjax.train.metrics import accuracy
-from memjax.train.state import make_optimizer
-from memjax.train.step import cross_entropy
+from memjax.train.state import init_state, make_optimizer
+from memjax.train.step import make_train_chunk
 
 NAME = 'example_tied'
-EVALUATIONS = ('as_trained', 'generalization', 'all')
+COLUMNS = ('variant', 'p_gen', 'p_mem', 'p_drop', 'draw', 'evaluation', 'clean_accuracy', 'noisy_accuracy',
+           'test_accuracy')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -49,13 +54,15 @@ class Settings(AnalysisSettings):
     """`analysis.example_tied`: example-tied dropout and its baselines (P3 section 6.2)."""
 
     variants: tuple = setting((('example_tied', 0.4, 0.2, 0.0), ('standard', 0.0, 0.0, 0.4),
-                               ('sparse', 0.4, 0.0, 0.0)),
-                              '(mode, p_gen, p_mem, p_drop); modes: example_tied | standard | sparse | none')
+                               ('sparse', 0.0, 0.0, 0.4)),
+                              '(mode, p_gen, p_mem, p_drop); modes: example_tied | standard | sparse | none; '
+                              'p_drop: the dropped fraction of standard dropout and of the sparse mask')
     grid_p_gen: tuple = setting((), 'with grid_p_mem: example-tied variants for every pair (P3 Table 2)')
     grid_p_mem: tuple = setting((), 'see grid_p_gen')
+    draw: str = setting('bernoulli', "an example's memorization channels: each non-generalization channel with "
+                        'probability p_mem (P3 code), or exactly round(p_mem x their number)', choices=DRAWS)
     noise_ratio: float | None = setting(None, "whose labels are trained on (None: the first noisy replica)")
     epochs: int | None = setting(None, 'training epochs (None: train.epochs)')
-    strategy: str = setting('loop', 'vmap or loop over the variants', choices=STRATEGIES)
     seed: int = setting(0, 'seed of the masks and batch order')
 
     def validate(self) -> None:
@@ -67,22 +74,36 @@ class Settings(AnalysisSettings):
         for v in variants:
             if v[0] not in MODES:
                 raise ConfigError(f"analysis.example_tied variant {v!r}: mode must be one of {', '.join(MODES)}")
-            if not (0 <= v[1] <= 1 and 0 <= v[2] <= 1 - v[1] and 0 <= v[3] < 1):
-                raise ConfigError(f"analysis.example_tied variant {v!r}: need 0 <= p_gen, p_mem with "
-                                  "p_gen + p_mem <= 1, and 0 <= p_drop < 1")
+            if not (0 <= v[1] <= 1 and 0 <= v[2] <= 1 and 0 <= v[3] < 1):
+                raise ConfigError(f"analysis.example_tied variant {v!r}: need p_gen, p_mem in [0, 1] and "
+                                  "0 <= p_drop < 1")
+            if v[0] == 'example_tied' and v[1] <= 0:
+                raise ConfigError(f"analysis.example_tied variant {v!r}: example-tied needs p_gen > 0 (its "
+                                  "'drop' evaluation scales by (p_gen + p_mem) / p_gen)")
         return variants
+
+
+def stage_shapes(model, image_shape) -> dict:
+    """{stage: one example's output shape} for every stage but the last (the masked ones)."""
+    zeros = jax.ShapeDtypeStruct((1, *image_shape), jnp.float32)
+    init = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), image_shape))
+    out = jax.eval_shape(lambda v, x: model.apply(v, x, capture=True), init, zeros)
+    return {name: tuple(out.features[name].shape[1:]) for name in model.stage_names[:-1]}
+
+
+def _replica(run: Run, s: Settings):
+    noisy = [r for r in run.replicas if r.noise_ratio > 0 and (s.noise_ratio is None or r.noise_ratio == s.noise_ratio)]
+    if not noisy:
+        raise ConfigError(f'example_tied: no noisy replica with noise_ratio={s.noise_ratio}; this run has '
+                          f"{', '.join(r.name for r in run.replicas)}")
+    return noisy[0]
 
 
 def run(run: Run, s: Settings, context: Context) -> None:
     log = context.log
     model, data, train_cfg = run.model, run.dataset, run.config.train
-    noisy = [r for r in run.replicas if r.noise_ratio > 0 and (s.noise_ratio is None or r.noise_ratio == s.noise_ratio)]
-    if not noisy:
-        raise ConfigError(f'example_tied: no noisy replica with noise_ratio={s.noise_ratio}; this run has '
-                          f"{', '.join(r.name for r in run.replicas)}")
-    replica = noisy[0]
+    replica = _replica(run, s)
     variants = s.all_variants()
-    table = jnp.asarray([[MODES[v[0]], v[1], v[2], v[3]] for v in variants], jnp.float32)
     epochs = int(s.epochs or train_cfg.epochs)
     batch, n = int(train_cfg.batch_size), data.num_train
     steps = n // batch
@@ -94,77 +115,86 @@ def run(run: Run, s: Settings, context: Context) -> None:
     images = jnp.asarray(data.train_images)
     mean, std = jnp.asarray(data.mean), jnp.asarray(data.std)
     key = jax.random.PRNGKey(s.seed)
-    init = model.init(jax.random.PRNGKey(int(train_cfg.init_seed)), data.image_shape)
-    channels = {name: int(m.shape[0]) for name, m in full_masks(model, init, data.image_shape).items()}
+    shapes = stage_shapes(model, data.image_shape)
     stage_ids = {name: i for i, name in enumerate(model.stage_names)}
-    lift = Lifted(s.strategy, len(variants))
+    orders = [jnp.asarray(np.random.default_rng([s.seed, epoch]).permutation(n), jnp.int32)
+              for epoch in range(epochs + 1)]
+    data_key = jax.random.fold_in(key, 7)
+    noise_mask = jnp.asarray(mask_noisy)
+    log(f'example_tied: {len(variants)} variants trained {epochs} epochs on the labels of replica {replica.name} '
+        f'(memorization channels: {s.draw})')
 
-    def masks_for(fn):
-        return {name: fn(stage_ids[name], c) for name, c in channels.items()}
+    def trained(variant_row) -> dict:
+        variant = jnp.asarray(variant_row, jnp.float32)
 
-    def step(variables, opt_state, variant, idx, step_key):
-        x = normalize(images[idx], mean, std, model.dtype)
-        masks = masks_for(lambda l, c: jax.vmap(lambda i: training_mask(variant, key, l, i, step_key, c))(idx))
+        def masks_fn(idx, epoch, step):
+            step_key = jax.random.fold_in(jax.random.fold_in(key, epoch), step)
+            return {name: jax.vmap(lambda i: training_mask(variant, key, stage_ids[name], i, step_key, shape,
+                                                           s.draw))(idx)
+                    for name, shape in shapes.items()}
 
-        def loss_fn(params):
-            out = model.apply({'params': params, 'batch_stats': variables['batch_stats']}, x, train=True, masks=masks)
-            return cross_entropy(out.output, labels[idx]), out.batch_stats
+        chunk = jax.jit(make_train_chunk(model, tx, batch_size=batch, augment=bool(run.config.data.augment),
+                                         mean=data.mean, std=data.std, masks_fn=masks_fn),
+                        static_argnames='num_steps')
+        state = init_state(model, tx, jax.random.PRNGKey(int(train_cfg.init_seed)), data.image_shape)
+        for epoch in range(1, epochs + 1):
+            for b in range(steps):
+                state, _ = chunk(state, images, labels, noise_mask, orders[epoch], epoch, b, data_key, True,
+                                 num_steps=1)
+                bar.update(1)
+        return state.variables
 
-        (loss, stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(variables['params'])
-        updates, opt_state = tx.update(grads, opt_state, variables['params'])
-        return {'params': jax.tree_util.tree_map(jnp.add, variables['params'], updates), 'batch_stats': stats}, \
-            opt_state, loss
+    def predictions(variables, variant_row, how: str, x_all, index) -> np.ndarray:
+        variant = jnp.asarray(variant_row, jnp.float32)
 
-    def predict(variables, variant, x_u8, index, how):
-        masks = masks_for(lambda l, c: jax.vmap(lambda i: evaluation_mask(variant, key, l, i, c, how))(index))
-        out = model.apply(variables, normalize(x_u8, mean, std, model.dtype), masks=masks)
-        return jnp.argmax(out.output, -1)
+        @jax.jit
+        def predict(x_u8, idx):
+            masks = {name: jax.vmap(lambda i: evaluation_mask(variant, key, stage_ids[name], i, shape, how,
+                                                              s.draw))(idx)
+                     for name, shape in shapes.items()}
+            out = model.apply(variables, normalize(x_u8, mean, std, model.dtype), masks=masks)
+            return jnp.argmax(out.output, -1)
 
-    stacked = jax.tree_util.tree_map(lambda x: jnp.broadcast_to(x, (len(variants), *x.shape)), init)
-    variables = stacked
-    opt_state = lift(lambda v: tx.init(v['params']), (True,), variables)
-    bar = context.progress(epochs * steps, 'example_tied steps')
-    log(f'example_tied: {len(variants)} variants trained {epochs} epochs on the labels of replica {replica.name}')
-    for epoch in range(1, epochs + 1):
-        order = np.random.default_rng([s.seed, epoch]).permutation(n)
-        for b in range(steps):
-            idx = jnp.asarray(order[b * batch:(b + 1) * batch])
-            step_key = jax.random.fold_in(jax.random.fold_in(key, epoch), b)
-            variables, opt_state, _ = lift(step, (True, True, True, False, False), variables, opt_state,
-                                           table, idx, step_key)
-            bar.update(1)
-    bar.close()
+        return np.concatenate([np.asarray(predict(jnp.asarray(x_all[lo:lo + 1000]), jnp.asarray(index[lo:lo + 1000])))
+                               for lo in range(0, x_all.shape[0], 1000)])
 
+    bar = context.progress(len(variants) * epochs * steps, 'example_tied steps')
     rows = []
-    splits = {'train': (data.train_images, np.arange(n)), 'test': (data.test_images, -np.ones(data.test_labels.size, int))}
-    predictions = {}
-    for how in EVALUATIONS:
-        fn = lambda v, t, x, i, how=how: predict(v, t, x, i, how)
-        for split, (x_all, index) in splits.items():
-            parts = [np.asarray(lift(fn, (True, True, False, False), variables, table,
-                                     jnp.asarray(x_all[lo:lo + 1000]), jnp.asarray(index[lo:lo + 1000])))
-                     for lo in range(0, x_all.shape[0], 1000)]
-            predictions[(how, split)] = np.concatenate(parts, axis=1)
-    true = data.train_labels
-    noisy_labels = np.asarray(labels)
-    for k, v in enumerate(variants):
-        row = {'variant': v[0], 'p_gen': v[1], 'p_mem': v[2], 'p_drop': v[3]}
+    for v in variants:
+        variant_row = [MODES[v[0]], v[1], v[2], v[3]]
+        variables = trained(variant_row)
         for how in EVALUATIONS:
-            train_pred = predictions[(how, 'train')][k]
-            row[f'clean_{how}'] = accuracy(train_pred, true, ~mask_noisy)
-            row[f'noisy_{how}'] = accuracy(train_pred, noisy_labels, mask_noisy)
-            row[f'test_{how}'] = accuracy(predictions[(how, 'test')][k], data.test_labels)
-        rows.append(row)
+            train_pred = predictions(variables, variant_row, how, data.train_images, np.arange(n))
+            test = None if how == 'as_trained' else accuracy(
+                predictions(variables, variant_row, how, data.test_images, np.zeros(data.test_labels.size, int)),
+                data.test_labels)
+            rows.append({'variant': v[0], 'p_gen': v[1], 'p_mem': v[2], 'p_drop': v[3],
+                         'draw': s.draw if v[0] == 'example_tied' else '', 'evaluation': how,
+                         'clean_accuracy': accuracy(train_pred, data.train_labels, ~mask_noisy),
+                         'noisy_accuracy': accuracy(train_pred, np.asarray(labels), mask_noisy),
+                         'test_accuracy': test})
+    bar.close()
     out = context.output
-    columns = ['variant', 'p_gen', 'p_mem', 'p_drop'] + [f'{m}_{h}' for h in EVALUATIONS for m in ('clean', 'noisy', 'test')]
-    write_csv(os.path.join(out, 'example_tied.csv'), rows, columns)
-    summary = [{'variant': r['variant'], 'p_gen': r['p_gen'], 'p_mem': r['p_mem'], 'p_drop': r['p_drop'],
-                'clean before->after': f"{r['clean_as_trained']:.3f} -> {r['clean_generalization']:.3f}",
-                'noisy before->after': f"{r['noisy_as_trained']:.3f} -> {r['noisy_generalization']:.3f}",
-                'test before->after': f"{r['test_all']:.3f} -> {r['test_generalization']:.3f}"} for r in rows]
+    write_csv(os.path.join(out, 'table.csv'), rows, COLUMNS)
     text = (f'Example-tied dropout and baselines on the labels of replica {replica.name} ({epochs} epochs).\n'
-            'before = as trained (test: all channels); after = memorization channels dropped\n'
-            + text_table(summary, list(summary[0])) + '\n')
+            + summary_text(rows) + '\n')
     with open(os.path.join(out, 'table.txt'), 'w') as f:
         f.write(text)
-    log(text + '  example_tied: results/example_tied/example_tied.csv, table.txt')
+    log(text + '  example_tied: results/example_tied/table.csv, table.txt')
+
+
+def summary_text(rows: list[dict]) -> str:
+    """One line per variant: clean / noisy / test accuracy before (expected) -> after (drop), and as trained."""
+    by = {(r['variant'], r['p_gen'], r['p_mem'], r['p_drop'], r['evaluation']): r for r in rows}
+    summary = []
+    for (variant, g, m, d, how), r in by.items():
+        if how != 'expected':
+            continue
+        after, trained = by[(variant, g, m, d, 'drop')], by[(variant, g, m, d, 'as_trained')]
+        summary.append({'variant': variant, 'p_gen': g, 'p_mem': m, 'p_drop': d,
+                        **{f'{k} before->after': f"{r[f'{k}_accuracy']:.3f} -> {after[f'{k}_accuracy']:.3f}"
+                           for k in ('clean', 'noisy', 'test')},
+                        'clean/noisy as trained': f"{trained['clean_accuracy']:.3f} / {trained['noisy_accuracy']:.3f}"})
+    return ('before = expected (memorization channels x p_mem, P3 "test" mode); after = drop (memorization '
+            'channels zeroed, generalization channels x (p_gen + p_mem) / p_gen); noisy = relabelled training '
+            'examples against their noisy labels\n' + text_table(summary, list(summary[0])))

@@ -18,7 +18,12 @@ Two ways to get the numbers:
   step are summed over the epoch (the contribution each part made to that
   epoch's updates) and written to gradients.jsonl in the run directory;
 - from checkpoints (the `gradients` analysis): the full-training-set gradient
-  at each kept epoch, for all replicas.
+  at each kept epoch (not the paper's quantity, which is the epoch's SGD
+  gradients; for runs trained without accounting).
+
+Every row carries `source` ('training' or 'checkpoints'), and the figure's
+title names it. A replica that stopped training (train.stop_accuracy) writes
+no rows for the epochs after it stopped, under either source.
 """
 
 from __future__ import annotations
@@ -40,7 +45,7 @@ from memjax.train.gradient_split import rows_from_statistics, split_gradients, s
 
 NAME = 'gradients'
 
-COLUMNS = ('epoch', 'replica', 'noise_ratio', 'seed', 'stage', 'clean_norm', 'noisy_norm', 'total_norm', 'cosine')
+COLUMNS = ('epoch', 'source', 'replica', 'noise_ratio', 'seed', 'stage', 'clean_norm', 'noisy_norm', 'total_norm', 'cosine')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -73,6 +78,7 @@ def gradients_from_checkpoints(run: Run, s: Settings, context: Context) -> list[
         return g_c, g_n
 
     epochs = run.kept_epochs(s.epochs, 'analysis.gradients.epochs')
+    stopped = [int(e) for e in run.directory.status().get('converged_epoch') or [-1] * len(run.replicas)]
     rows = []
     bar = context.progress(len(epochs), 'gradients over checkpoints')
     for epoch in epochs:
@@ -85,7 +91,8 @@ def gradients_from_checkpoints(run: Run, s: Settings, context: Context) -> list[
             sums = part if sums is None else jax.tree_util.tree_map(jnp.add, sums, part)
         g_c, g_n = sums
         statistics = jax.vmap(stage_statistics)(g_c, g_n)
-        rows += rows_from_statistics(statistics, epoch, run.replicas)
+        include = [stop < 0 or epoch <= stop for stop in stopped]
+        rows += rows_from_statistics(statistics, epoch, run.replicas, 'checkpoints', include)
         bar.update(1)
     bar.close()
     return rows
@@ -100,12 +107,13 @@ def run(run: Run, s: Settings, context: Context) -> None:
     log(f'gradients: clean vs noisy gradient per stage, from {source}')
     if source == 'training':
         with open(record) as f:
-            rows = [json.loads(line) for line in f if line.strip()]
+            rows = [{'source': 'training', **json.loads(line)} for line in f if line.strip()]
     else:
         rows = gradients_from_checkpoints(run, s, context)
     out = context.output
     write_csv(os.path.join(out, f'gradients_{source}.csv'), rows, COLUMNS)
     for ratio in sorted({r.noise_ratio for r in run.replicas if r.noise_ratio > 0}):
         p3_plots.gradient_accounting(os.path.join(context.figures, f'gradients_r{ratio:g}.png'),
-                                     [r for r in rows if r['noise_ratio'] == ratio], run.model.stage_names, ratio)
+                                     [r for r in rows if r['noise_ratio'] == ratio], run.model.stage_names, ratio,
+                                     source)
     log(f'  gradients: results/gradients/gradients_{source}.csv, figures/gradients_r*.png')

@@ -10,16 +10,33 @@ prediction flips or `max_neurons` are gone:
 
 over a random training batch b, where Fbar averages the softmax outputs over
 `noise_copies` Gaussian-noised copies of each input (so the search cannot use
-adversarial directions), and remove the neuron whose removal increases J most
-to first order: the largest -dJ/dm_j, the gradient with respect to the
-channel's mask entry (the paper's gradient of the same objective, taken at
-the neuron's activation, P3 eq. in 6.1). Many examples are searched at once:
-the step is vmapped over examples, each with its own mask.
+adversarial directions). `noise`: 'relative' (default, P3's code): each
+copy's noise has L2 norm `noise_scale` (1%) of that input's L2 norm (of the
+normalised input the model receives); 'fixed': i.i.d. noise of std
+`noise_std`. The neuron removed is the one whose removal increases J most to
+first order, `score`:
 
-Recorded per example: the count, whether it flipped, the stages the removed
-neurons sit in, and training accuracy on a fixed subset after removal; per
-replica, the mean counts of clean and noisy examples and the AUC of
-(-count) as a detector of mislabelled examples (P3: 15.7 vs 5.1, AUC 0.89).
+- 'param_grad' (default, P3's code): -sum over the neuron's parameters of
+  theta * dJ/dtheta, where the neuron's parameters are every parameter of its
+  stage indexed by the stage's output channel (ConvBN: the conv kernel's
+  output slice and BatchNorm scale and bias; Dense: the kernel column and the
+  bias). Zeroing all of them zeroes the channel exactly, and this is the
+  first-order change of J when they are zeroed. (In a residual stage this
+  sums the channel of every conv inside it: exact only for ConvBN/Dense stages
+  until the per-layer model API exists.)
+- 'mask_grad': -dJ/dm_j, the gradient with respect to the channel's mask entry.
+
+The prediction flip is checked with the model itself (no input noise). Many
+examples are searched at once: the step is vmapped over examples, each with
+its own mask.
+
+Recorded per example: the count, whether it flipped, whether the search hit
+`max_neurons` without a flip (censored: its count is only known to be larger
+than the cap), the stages the removed neurons sit in, and training accuracy
+on a fixed subset after removal. Per replica: censored counts, mean counts of
+the flipped (uncensored) examples, and the AUC of (-count) as a detector of
+mislabelled examples with the censoring explicit (`censored_auc`). P3 reports
+15.7 vs 5.1 neurons and AUC 0.89.
 """
 
 from __future__ import annotations
@@ -40,6 +57,8 @@ from memjax.run import Run
 
 
 NAME = 'neurons'
+NOISE_MODES = ('relative', 'fixed')
+SCORES = ('param_grad', 'mask_grad')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -49,7 +68,12 @@ class Settings(AnalysisSettings):
     num_clean: int = setting(32, 'clean training examples searched per replica (P3: 1000)')
     num_noisy: int = setting(32, 'noisy training examples searched per replica (P3: 1000)')
     max_neurons: int = setting(30, 'cap on neurons removed per example')
-    noise_std: float = setting(0.1, 'std of the averaged classifier\'s input noise (normalised units)')
+    noise: str = setting('relative', "input noise of the averaged classifier: relative (L2 norm noise_scale x the "
+                         "input's, P3 code) or fixed (std noise_std)", choices=NOISE_MODES)
+    noise_scale: float = setting(0.01, 'relative noise: noise L2 norm / input L2 norm (P3: 1%)')
+    noise_std: float = setting(0.1, 'fixed noise: std in normalised units')
+    score: str = setting('param_grad', 'param_grad: sum of parameter x gradient over the neuron\'s parameters (P3 '
+                         'code); mask_grad: gradient at the neuron\'s activation mask', choices=SCORES)
     noise_copies: int = setting(5, 'noisy copies in the averaged classifier')
     reference_batch: int = setting(32, 'random training examples in the objective\'s mean loss')
     accuracy_examples: int = setting(256, 'training subset for the accuracy after removal')
@@ -66,26 +90,53 @@ def full_masks(model: StagedModel, variables: dict, example_shape: tuple) -> dic
     return {name: jnp.ones(run.features[name].shape[-1], jnp.float32) for name in model.stage_names[:-1]}
 
 
-def _averaged_log_probs(model, variables, x, masks, key, copies, std):
+def input_noise(key, x, copies: int, mode: str, scale: float, std: float):
+    """Noise [copies, B, ...] for x [B, ...]: relative (each copy's L2 norm = scale x the input's) or fixed std."""
+    z = jax.random.normal(key, (copies, *x.shape), jnp.float32)
+    if mode == 'fixed':
+        return (std * z).astype(x.dtype)
+    axes = tuple(range(2, z.ndim))  # one example's axes in z
+    norm_x = jnp.sqrt(jnp.sum(jnp.square(x.astype(jnp.float32)), axis=tuple(range(1, x.ndim))))  # [B]
+    norm_z = jnp.sqrt(jnp.sum(jnp.square(z), axis=axes))  # [copies, B]
+    factor = scale * norm_x[None] / jnp.maximum(norm_z, 1e-12)
+    return (z * factor.reshape(factor.shape + (1,) * len(axes))).astype(x.dtype)
+
+
+def _averaged_log_probs(model, variables, x, masks, key, settings):
     """log of Fbar: softmax averaged over noisy copies. x: [B, ...] -> [B, K]."""
-    noise = std * jax.random.normal(key, (copies, *x.shape), x.dtype)
+    copies = settings.noise_copies
+    noise = input_noise(key, x, copies, settings.noise, settings.noise_scale, settings.noise_std)
     logits = model.apply(variables, (x[None] + noise).reshape((-1, *x.shape[1:])), masks=masks).output
     probs = jax.nn.softmax(logits.astype(jnp.float32)).reshape((copies, x.shape[0], -1)).mean(0)
     return jnp.log(probs + 1e-12)
 
 
+def channel_scores(params: dict, grads: dict, channels: int) -> jax.Array:
+    """[C]: sum of theta x gradient over a stage's parameters indexed by its output channel (last axis)."""
+    total = jnp.zeros(channels, jnp.float32)
+    for p, g in zip(jax.tree_util.tree_leaves(params), jax.tree_util.tree_leaves(grads)):
+        if p.ndim >= 1 and p.shape[-1] == channels:
+            total = total + jnp.sum((p * g).reshape(-1, channels), axis=0)
+    return total
+
+
 def _search_step(model, variables, settings: Settings, masks, done, count, x, y, ref_x, ref_y, key):
     """One removal for one example (vmapped over examples by the caller)."""
-    def objective(m):
-        own = _averaged_log_probs(model, variables, x[None], m, key, settings.noise_copies, settings.noise_std)
-        ref = _averaged_log_probs(model, variables, ref_x, m, jax.random.fold_in(key, 1), settings.noise_copies,
-                                  settings.noise_std)
+    def objective(params, m):
+        v = {**variables, 'params': params}
+        own = _averaged_log_probs(model, v, x[None], m, key, settings)
+        ref = _averaged_log_probs(model, v, ref_x, m, jax.random.fold_in(key, 1), settings)
         ce = lambda lp, t: -jnp.take_along_axis(lp, t[:, None], axis=1).mean()
         return ce(own, y[None]) - ce(ref, ref_y)
 
-    grads = jax.grad(objective)(masks)
     names = list(masks)
-    scores = jnp.concatenate([jnp.where(masks[n] > 0, -grads[n], -jnp.inf) for n in names])
+    if settings.score == 'mask_grad':
+        grads = jax.grad(objective, argnums=1)(variables['params'], masks)
+        raw = {n: -grads[n] for n in names}
+    else:
+        grads = jax.grad(objective)(variables['params'], masks)
+        raw = {n: -channel_scores(variables['params'][n], grads[n], masks[n].shape[0]) for n in names}
+    scores = jnp.concatenate([jnp.where(masks[n] > 0, raw[n], -jnp.inf) for n in names])
     best = jnp.argmax(scores)
     flat = jnp.concatenate([masks[n] for n in names])
     flat = jnp.where(done, flat, flat.at[best].set(0.0))
@@ -149,6 +200,35 @@ def detection_auc(clean_counts: np.ndarray, noisy_counts: np.ndarray) -> float:
     return float(np.mean((diff > 0) + 0.5 * (diff == 0)))
 
 
+def censored_auc(clean_counts, clean_censored, noisy_counts, noisy_censored) -> dict:
+    """AUC of -count as a detector of noisy examples, with censored searches explicit.
+
+    A censored count (the search hit the cap without a flip) is only known to
+    exceed the cap. For a (noisy, clean) pair: both uncensored: compared
+    (a tie counts one half); exactly one censored: the censored one has more
+    neurons (decided); both censored: undetermined. Returns
+    auc (undetermined pairs count one half: the same as ranking every censored
+    example above every uncensored one, ties among them), auc_low / auc_high
+    (undetermined pairs all wrong / all right: the bounds any true counts
+    would respect), auc_determined (over decided pairs only, Harrell's
+    C-index) and undetermined (the fraction of pairs undetermined).
+    """
+    clean_counts, noisy_counts = np.asarray(clean_counts, float), np.asarray(noisy_counts, float)
+    clean_censored, noisy_censored = np.asarray(clean_censored, bool), np.asarray(noisy_censored, bool)
+    if clean_counts.size == 0 or noisy_counts.size == 0:
+        nan = float('nan')
+        return {'auc': nan, 'auc_low': nan, 'auc_high': nan, 'auc_determined': nan, 'undetermined': nan}
+    c, n = np.where(clean_censored, np.inf, clean_counts)[None, :], np.where(noisy_censored, np.inf, noisy_counts)[:, None]
+    both = noisy_censored[:, None] & clean_censored[None, :]
+    right = (~both & (n < c)).astype(float) + 0.5 * (~both & (n == c))
+    pairs, undecided = both.size, float(both.sum())
+    decided = pairs - undecided
+    return {'auc': float((right.sum() + 0.5 * undecided) / pairs), 'auc_low': float(right.sum() / pairs),
+            'auc_high': float((right.sum() + undecided) / pairs),
+            'auc_determined': float(right.sum() / decided) if decided else float('nan'),
+            'undetermined': undecided / pairs}
+
+
 def run(run: Run, s: Settings, context: Context) -> None:
     """The search on `num_clean` clean and `num_noisy` noisy training examples of every noisy replica."""
     log = context.log
@@ -179,23 +259,35 @@ def run(run: Run, s: Settings, context: Context) -> None:
             flipped = bool(result['flipped'][j])
             rows.append({**run.row(rep.index), 'kind': kinds[j],
                          'example': int(example), 'neurons': int(result['count'][j]), 'flipped': flipped,
+                         'censored': not flipped,
                          'accuracy_after': float(after[j]),
                          **{f'removed_{st}': int(np.sum(result['masks'][st][j] == 0)) for st in stages}})
-        counts = {k: np.array([r['neurons'] if r['flipped'] else s.max_neurons + 1 for r in rows
-                               if r['replica'] == rep.index and r['kind'] == k]) for k in ('clean', 'noisy')}
-        auc = detection_auc(counts['clean'], counts['noisy'])
-        summary.append({**run.row(rep.index),
-                        'mean_neurons_clean': float(np.mean(counts['clean'])) if counts['clean'].size else None,
-                        'mean_neurons_noisy': float(np.mean(counts['noisy'])) if counts['noisy'].size else None,
-                        'auc_noisy_detection': auc})
-        log(f"  r={rep.noise_ratio:g} seed {rep.seed}: clean {summary[-1]['mean_neurons_clean']}, "
-            f"noisy {summary[-1]['mean_neurons_noisy']} neurons on average, AUC {auc:.3f}")
+        mine = {k: [r for r in rows if r['replica'] == rep.index and r['kind'] == k] for k in ('clean', 'noisy')}
+        counts = {k: np.array([r['neurons'] for r in v]) for k, v in mine.items()}
+        censored = {k: np.array([not r['flipped'] for r in v], bool) for k, v in mine.items()}
+        auc = censored_auc(counts['clean'], censored['clean'], counts['noisy'], censored['noisy'])
+        row = {**run.row(rep.index), 'cap': s.max_neurons, 'score': s.score}
+        for k in ('clean', 'noisy'):
+            flipped = counts[k][~censored[k]]
+            row[f'searched_{k}'] = int(counts[k].size)
+            row[f'censored_{k}'] = int(censored[k].sum())
+            row[f'mean_neurons_{k}'] = float(np.mean(flipped)) if flipped.size else None
+        summary.append({**row, **{f'{key}_noisy_detection' if key.startswith('auc') else f'{key}_pairs': value
+                                  for key, value in auc.items()}})
+        log(f"  r={rep.noise_ratio:g} seed {rep.seed}: flipped after {row['mean_neurons_clean']} (clean) / "
+            f"{row['mean_neurons_noisy']} (noisy) neurons on average; censored at {s.max_neurons}: "
+            f"{row['censored_clean']}/{row['searched_clean']} clean, {row['censored_noisy']}/{row['searched_noisy']} "
+            f"noisy; AUC {auc['auc']:.3f} (bounds {auc['auc_low']:.3f}-{auc['auc_high']:.3f})")
     out = context.output
     write_csv(os.path.join(out, 'neurons.csv'), rows,
-              ('replica', 'noise_ratio', 'seed', 'kind', 'example', 'neurons', 'flipped', 'accuracy_after',
+              ('replica', 'noise_ratio', 'seed', 'kind', 'example', 'neurons', 'flipped', 'censored', 'accuracy_after',
                *[f'removed_{st}' for st in stages]))
     write_csv(os.path.join(out, 'summary.csv'), summary,
-              ('replica', 'noise_ratio', 'seed', 'mean_neurons_clean', 'mean_neurons_noisy', 'auc_noisy_detection'))
+              ('replica', 'noise_ratio', 'seed', 'score', 'cap', 'searched_clean', 'censored_clean', 'mean_neurons_clean',
+               'searched_noisy', 'censored_noisy', 'mean_neurons_noisy', 'auc_noisy_detection',
+               'auc_low_noisy_detection', 'auc_high_noisy_detection', 'auc_determined_noisy_detection',
+               'undetermined_pairs'))
     p3_plots.neuron_counts(os.path.join(context.figures, 'neurons.png'), rows, stages, s.max_neurons)
-    log('  neurons: results/neurons/neurons.csv, summary.csv, figures/neurons.png '
-        '(examples not flipped within the cap count as cap + 1 in the means and the AUC)')
+    log('  neurons: results/neurons/neurons.csv, summary.csv, figures/neurons.png (means over flipped examples; '
+        'searches that hit the cap are censored, counted separately, and enter the AUC as described in '
+        'censored_auc)')

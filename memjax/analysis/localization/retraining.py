@@ -4,8 +4,14 @@ For every noisy replica and every stage: reset that stage (params and
 BatchNorm statistics) to its initial state (the epoch-0 checkpoint), then
 train ONLY that stage on the replica's CLEAN examples, every other stage
 frozen through the optimizer (`memjax.analysis.stage_training`), with SGD and
-a one-cycle schedule (20 epochs, peak 0.1 at epoch 10 by default, as P3).
-The retrained stage's BatchNorm statistics update; no other stage's do.
+a one-cycle schedule (20 epochs, peak 0.1 at epoch 10, batch 512 by
+default, as P3). BatchNorm (`batchnorm`, named in every result row):
+'live' (default, P3: "the batch norm running statistics are allowed to be
+updated"): the whole network runs in training mode, every BatchNorm uses
+batch statistics and updates its running statistics on the clean batches;
+'frozen': only the retrained stage's BatchNorm does, every other stage runs
+in evaluation mode with its statistics unchanged. Either way only the
+retrained stage's params change.
 After every epoch: clean training accuracy, memorization accuracy (noisy
 examples against their noisy labels: can the network still predict them
 without having trained on them?), noisy examples against the true labels, and
@@ -26,7 +32,7 @@ import optax
 from memjax.analysis.evaluation import training_metrics
 from memjax.analysis.lifting import STRATEGIES
 from memjax.analysis.settings import AnalysisSettings, Context, setting
-from memjax.analysis.stage_training import StageTrainer
+from memjax.analysis.stage_training import BATCHNORM_MODES, StageTrainer
 from memjax.errors import ConfigError
 from memjax.report import p3_plots
 from memjax.report.tables import write_csv
@@ -45,7 +51,10 @@ class Settings(AnalysisSettings):
     learning_rate: float = setting(0.1, 'peak learning rate')
     momentum: float = setting(0.9, 'SGD momentum')
     weight_decay: float = setting(5e-4, 'weight decay')
-    batch_size: int = setting(128, 'retraining batch size')
+    batch_size: int = setting(512, 'retraining batch size (P3: 512)')
+    batchnorm: str = setting('live', 'live: whole network in training mode, every BatchNorm updates its running '
+                             'statistics on the clean data (P3); frozen: only the retrained stage\'s do',
+                             choices=BATCHNORM_MODES)
     stages: tuple = setting((), 'stages to retrain, one at a time (empty: all)')
     num_train: int | None = setting(None, 'training examples evaluated each epoch (None: all)')
     strategy: str = setting('loop', 'vmap or loop over the noisy replicas', choices=STRATEGIES)
@@ -79,13 +88,14 @@ def run(run: Run, s: Settings, context: Context) -> None:
     if steps_per_epoch == 0:
         raise ConfigError(f"analysis.retraining.batch_size={s.batch_size} is larger than the clean training set")
     final, initial = run.variables(run.final_epoch(), noisy), run.variables(0, noisy)
-    context.log(f'retraining: {len(stages)} stages x {len(noisy)} noisy replicas, {s.epochs} epochs on clean examples each')
+    context.log(f'retraining: {len(stages)} stages x {len(noisy)} noisy replicas, {s.epochs} epochs on clean examples '
+                f'each, BatchNorm {s.batchnorm}')
 
     rows = []
     bar = context.progress(len(stages) * s.epochs, 'retraining epochs')
     for stage in stages:
         trainer = StageTrainer(model, data.mean, data.std, stage, s.optimizer(steps_per_epoch), s.batch_size,
-                               s.strategy, len(noisy), s.seed)
+                               s.strategy, len(noisy), s.seed, batchnorm=s.batchnorm)
         start = model.replace_stage(final, stage, model.stage_variables(initial, stage))
         variables, opt_state = trainer.prepare(start)
         for epoch in range(s.epochs + 1):
@@ -99,13 +109,13 @@ def run(run: Run, s: Settings, context: Context) -> None:
                 metrics = training_metrics(train[k], run.noise['labels'][i, :n_eval],
                                            run.noise['true_labels'][:n_eval], masks[k, :n_eval],
                                            test[k], data.test_labels)
-                rows.append({'stage': stage, 'epoch': epoch, **run.row(i), **metrics})
+                rows.append({'stage': stage, 'epoch': epoch, 'batchnorm': s.batchnorm, **run.row(i), **metrics})
         context.log(f'  retraining {stage}: clean {rows[-1]["clean_accuracy"]:.3f}, '
             f'memorization {rows[-1]["memorization_accuracy"]:.3f} after {s.epochs} epochs')
     bar.close()
     out = context.output
     write_csv(os.path.join(out, 'retraining.csv'), rows,
-              ('stage', 'epoch', 'replica', 'noise_ratio', 'seed', 'clean_accuracy', 'memorization_accuracy',
+              ('stage', 'epoch', 'batchnorm', 'replica', 'noise_ratio', 'seed', 'clean_accuracy', 'memorization_accuracy',
                'noisy_true_accuracy', 'train_accuracy', 'test_accuracy'))
     p3_plots.retraining_curves(os.path.join(context.figures, 'retraining.png'), rows, stages)
     context.log('  retraining: results/retraining/retraining.csv, figures/retraining.png')

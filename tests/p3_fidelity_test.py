@@ -1,0 +1,150 @@
+"""P3 as its code defines it: example-tied evaluation by hand, mask fractions, retraining, gradient accounting."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from helpers import tiny_config
+from memjax.analysis.localization.dropout_masks import evaluation_mask, memorization_mask
+from memjax.analysis.runner import run_analyses
+from memjax.analysis.stage_training import StageTrainer
+from memjax.models.layers import DenseReLU
+from memjax.models.stages import StagedModel
+from memjax.run import open_run
+from memjax.train.gradient_split import split_gradients, stage_statistics
+from memjax.train.loop import POISON_ENV, train
+
+quiet = lambda _: None
+
+
+def mlp(hidden=10, classes=3, inputs=4, seed=0):
+    model = StagedModel('mlp', (('fc1', DenseReLU(hidden)), ('fc2', DenseReLU(classes, relu=False))), classes)
+    return model, model.init(jax.random.PRNGKey(seed), (inputs,))
+
+
+@pytest.mark.parametrize('how', ['expected', 'drop'])
+def test_example_tied_evaluation_equals_a_hand_computation(how):
+    model, variables = mlp()
+    x = np.asarray(jax.random.normal(jax.random.PRNGKey(1), (5, 4)))
+    variant = jnp.array([0, 0.4, 0.3, 0.0])
+    masks = {'fc1': jax.vmap(lambda i: evaluation_mask(variant, jax.random.PRNGKey(2), 0, i, (10,), how))(
+        jnp.arange(5))}
+    logits = np.asarray(model.apply(variables, jnp.asarray(x), masks=masks).output)
+    p = jax.tree_util.tree_map(np.asarray, variables['params'])
+    h = np.maximum(x @ p['fc1']['dense']['kernel'] + p['fc1']['dense']['bias'], 0)
+    gate = {'expected': np.array([1.0] * 4 + [0.3] * 6),  # memorization channels x p_mem
+            'drop': np.array([0.7 / 0.4] * 4 + [0.0] * 6)}[how]  # dropped; generalization x (p_gen + p_mem) / p_gen
+    expect = (h * gate) @ p['fc2']['dense']['kernel'] + p['fc2']['dense']['bias']
+    np.testing.assert_allclose(logits, expect, rtol=1e-5, atol=1e-6)
+
+
+def test_memorization_channels_are_bernoulli_p_mem_over_the_non_generalization_channels():
+    key = jax.random.PRNGKey(0)
+    masks = np.asarray(jax.vmap(lambda i: memorization_mask(key, 2, i, 100, 0.4, 0.2))(jnp.arange(4000)))
+    assert masks[:, :40].sum() == 0  # never a generalization channel
+    assert abs(masks[:, 40:].mean() - 0.2) < 0.005
+    assert np.all(np.abs(masks[:, 40:].mean(0) - 0.2) < 0.04)  # every channel, not a few
+    counts = masks.sum(1)
+    assert counts.std() > 1.0  # a Bernoulli draw, not a fixed count (binomial(60, 0.2): std 3.1)
+    again = np.asarray(jax.vmap(lambda i: memorization_mask(key, 2, i, 100, 0.4, 0.2))(jnp.arange(4000)))
+    np.testing.assert_array_equal(masks, again)  # derived from the index, reproducible
+    exact = np.asarray(jax.vmap(lambda i: memorization_mask(key, 2, i, 100, 0.4, 0.2, 'exact'))(jnp.arange(500)))
+    assert np.all(exact.sum(1) == 12) and exact[:, :40].sum() == 0
+
+
+@pytest.fixture(scope='module')
+def noisy_run(tmp_path_factory):
+    path = str(tmp_path_factory.mktemp('p3f') / 'run')
+    train(tiny_config(**{'noise.ratios': (0.5,), 'noise.mode': 'incorrect'}), path, log=quiet)
+    return path
+
+
+def _equal(a, b):
+    return all(jax.tree_util.tree_leaves(jax.tree_util.tree_map(lambda x, y: bool(np.array_equal(x, y)), a, b)))
+
+
+@pytest.mark.parametrize('batchnorm,stage', [('live', 'fc2'), ('frozen', 'fc2'), ('frozen', 'conv2'),
+                                             ('live', 'conv2')])
+def test_retraining_resets_the_stage_sees_clean_examples_only_and_freezes_the_rest(noisy_run, monkeypatch,
+                                                                                   batchnorm, stage):
+    run = open_run(noisy_run)
+    model = run.model
+    final, initial = run.checkpoints.load_epoch(run.final_epoch()), run.checkpoints.load_epoch(0)
+    one = lambda tree: jax.tree_util.tree_map(lambda x: np.asarray(x[0]), tree)
+    final, initial = one(final), one(initial)
+    noisy = run.noise['noise_mask'][0]
+    seen = {'start': None, 'indices': [], 'end': None}
+    prepare, epoch = StageTrainer.prepare, StageTrainer.epoch
+
+    def spy_prepare(self, stacked):
+        seen['start'] = one(stacked)
+        return prepare(self, stacked)
+
+    def spy_epoch(self, variables, opt_state, pool, labels, indices, e):
+        seen['indices'] += [np.asarray(ix) for ix in indices]
+        out = epoch(self, variables, opt_state, pool, labels, indices, e)
+        seen['end'] = one(out[0])
+        return out
+
+    monkeypatch.setattr(StageTrainer, 'prepare', spy_prepare)
+    monkeypatch.setattr(StageTrainer, 'epoch', spy_epoch)
+    config = tiny_config(**{'analyses': ('retraining',), 'noise.ratios': (0.5,)})
+    config.analysis.retraining.update(epochs=2, peak_epoch=1.0, batch_size=8, stages=(stage,), batchnorm=batchnorm)
+    run_analyses(config, noisy_run, log=quiet)
+
+    start, end = seen['start'], seen['end']
+    assert _equal(model.stage_variables(start, stage), model.stage_variables(initial, stage))  # reset to epoch 0
+    assert seen['indices'] and all(not noisy[ix].any() for ix in seen['indices'])  # clean examples only
+    assert not _equal(end['params'][stage], initial['params'][stage])  # it trained
+    with_bn = set(final['batch_stats'])
+    for other in model.stage_names:
+        if other == stage:
+            continue
+        assert _equal(end['params'][other], final['params'][other])  # bit-identical
+        if other in with_bn:
+            stats_same = _equal(end['batch_stats'][other], final['batch_stats'][other])
+            assert stats_same == (batchnorm == 'frozen'), other  # live: every BatchNorm updates
+    if stage in with_bn:
+        assert not _equal(end['batch_stats'][stage], initial['batch_stats'][stage])
+
+
+def test_gradient_accounting_matches_numpy_on_a_tiny_model():
+    model, variables = mlp(hidden=6, classes=3, inputs=5, seed=3)
+    x = np.asarray(jax.random.normal(jax.random.PRNGKey(4), (12, 5)), np.float64)
+    y = np.arange(12) % 3
+    noisy = np.arange(12) % 4 == 0
+    g_c, g_n, _, _ = split_gradients(model, variables, jnp.asarray(x, jnp.float32), jnp.asarray(y),
+                                     jnp.asarray(noisy), 1.0 / 12)
+    stats = jax.tree_util.tree_map(float, stage_statistics(g_c, g_n))
+    p = jax.tree_util.tree_map(lambda a: np.asarray(a, np.float64), variables['params'])
+    pre = x @ p['fc1']['dense']['kernel'] + p['fc1']['dense']['bias']
+    h = np.maximum(pre, 0)
+    logits = h @ p['fc2']['dense']['kernel'] + p['fc2']['dense']['bias']
+    probs = np.exp(logits - logits.max(1, keepdims=True))
+    probs /= probs.sum(1, keepdims=True)
+
+    def grads(part):
+        d = (probs - np.eye(3)[y]) * (part / 12.0)[:, None]
+        dh = d @ p['fc2']['dense']['kernel'].T * (pre > 0)
+        return {'fc1': np.concatenate([(x.T @ dh).ravel(), dh.sum(0)]),
+                'fc2': np.concatenate([(h.T @ d).ravel(), d.sum(0)])}
+
+    clean, noise = grads((~noisy).astype(float)), grads(noisy.astype(float))
+    for stage in ('fc1', 'fc2'):
+        c, n = clean[stage], noise[stage]
+        root = np.sqrt(c.size)
+        assert stats[stage]['clean_norm'] == pytest.approx(np.linalg.norm(c) / root, rel=1e-4)
+        assert stats[stage]['noisy_norm'] == pytest.approx(np.linalg.norm(n) / root, rel=1e-4)
+        assert stats[stage]['total_norm'] == pytest.approx(np.linalg.norm(c + n) / root, rel=1e-4)
+        assert stats[stage]['cosine'] == pytest.approx(c @ n / np.linalg.norm(c) / np.linalg.norm(n), abs=1e-4)
+
+
+def test_a_replica_that_stopped_writes_no_gradient_rows(tmp_path, monkeypatch):
+    monkeypatch.setenv(POISON_ENV, '1:1')  # replica 1 diverges after epoch 1 and stops; replica 0 goes on
+    path = str(tmp_path / 'run')
+    train(tiny_config(**{'train.gradient_accounting': True}), path, log=quiet)
+    rows = open_run(path).directory.read_metrics('gradients.jsonl')
+    epochs = {r: sorted({row['epoch'] for row in rows if row['replica'] == r}) for r in (0, 1)}
+    assert epochs == {0: [1, 2, 3], 1: [1]}
+    assert all(row['source'] == 'training' for row in rows)
