@@ -46,4 +46,8 @@ def check(config) -> dict:
     if needs_val and config.data.val_size == 0:
         raise ConfigError(f"data.val_size=0 leaves no validation split, which {needs_val[0]} trains on; set "
                           "--config.data.val_size to a positive number (or None for the default)")
+    if 'stitching' in config.analyses and config.data.val_size is not None \
+            and config.data.val_size < settings['stitching'].batch_size:
+        raise ConfigError(f"analysis.stitching.batch_size={settings['stitching'].batch_size} is larger than the "
+                          f"data.val_size={config.data.val_size} validation examples S trains on; lower it")
     return settings

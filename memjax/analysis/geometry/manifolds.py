@@ -126,9 +126,17 @@ def run(run: Run, s: Settings, context: Context) -> None:
     model, data = run.model, run.dataset
     stages = model.select_stages(s.stages, 'analysis.manifolds.stages')
     classes = list(s.classes) or list(range(data.num_classes))
+    missing = [c for c in classes if not 0 <= int(c) < data.num_classes]
+    if missing:
+        raise ConfigError(f"analysis.manifolds.classes has {missing[0]}, not a class of {data.name} "
+                          f"(0..{data.num_classes - 1}); fix analysis.manifolds.classes")
     epochs = choose_epochs(run, s)
     features = FeatureMaker(run, stages, s.forward_batch)
     examples = {i: manifold_examples(run, i, s, classes) for i in range(len(run.replicas))}
+    for i, rep in enumerate(run.replicas):
+        if rep.noise_ratio > 0 and 'permuted' not in examples[i]:
+            context.log(f'  manifolds: {rep.name} has fewer than 2 classes with analysis.manifolds.min_examples='
+                        f'{s.min_examples} relabelled examples; only its unpermuted manifolds are analysed')
     context.log(f'manifolds: {len(run.replicas)} replicas x {len(epochs)} epochs x {len(stages)} stages, '
                 f'{len(classes)} classes x {s.examples_per_class} examples, n_t={s.n_t}')
     rows = []
