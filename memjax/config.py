@@ -66,7 +66,7 @@ def training_config() -> ml_collections.ConfigDict:
         stop_accuracy=0.99,             # a replica stops once its training accuracy reaches this
         init_seed=0,
         data_seed=0,                    # data order and augmentation
-        init_per_ratio=False,           # False: replicas of one seed share their initialisation
+        shared_start=False,             # True: replicas of one seed share init, data order and augmentation
         gradient_accounting=False,      # record clean/noisy gradient parts per stage each epoch (P3)
         strategy='auto',                # 'auto' | 'vmap' | 'loop' | 'shard' (replicas over devices)
         steps_per_call=0,               # steps per compiled call; 0 = auto (1 on CPU, 50 on GPU/TPU)

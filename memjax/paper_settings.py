@@ -9,6 +9,10 @@ are kept every 5 epochs plus the first and last (R ResNets every epoch would
 be tens of GB); --config.checkpoint.every=1 gives full-resolution curves.
 Data: tfds prepared as array_record in data_dir (README, "Data"), or
 --config.data.source=raw with the python-version tarball.
+
+Replicas are independent (own init, data order and augmentation per ratio:
+`train.shared_start=False`, the default): the papers trained a separate model
+per noise ratio and say nothing of a shared start.
 """
 
 from memjax.experiment import base_config
