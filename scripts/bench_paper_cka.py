@@ -6,7 +6,9 @@ batches of 1000): the final Grams of every target replica are formed once and
 held ([L, b, b] per batch), then every replica's stages at the epoch are
 captured batch by batch, their Grams formed, and the same-stage HSIC sums
 accumulated. Random-init ResNet-18 (width 64, CIFAR 32x32x3, float32) on
-random uint8 images: the cost does not depend on the weights' values.
+random uint8 images: the cost does not depend on the weights' values (the
+CKA values do: a random-init ResNet on noise images gives nearly constant
+features, which memjax's constant-feature rule turns into CKA 0).
 
     python scripts/bench_paper_cka.py --replicas=8 --examples=10000
 Prints JSON: seconds for the final Grams and for one epoch's pass, peak RSS (MiB).
@@ -56,7 +58,8 @@ def main() -> None:
             sums[:, i] += np.stack([np.asarray(jnp.sum(a * b, axis=(1, 2))) * scale
                                     for a, b in ((gram, other), (gram, gram), (other, other))])
     t_epoch = time.perf_counter() - start
-    cka = sums[0] / np.sqrt(sums[1] * sums[2])
+    den = np.sqrt(np.maximum(sums[1] * sums[2], 0))
+    cka = np.where(den > 0, sums[0] / np.where(den > 0, den, 1), 0.0)  # 0: degenerate (constant) features
     result = {'date': datetime.date.today().isoformat(), 'backend': jax.default_backend(),
               'device': jax.devices()[0].device_kind, 'replicas': args.replicas, 'examples': args.examples,
               'minibatch': args.minibatch, 'stages': len(maker.stages), 'final_grams_seconds': round(t_finals, 1),

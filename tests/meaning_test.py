@@ -224,3 +224,25 @@ def test_default_stitch_points_are_the_papers():
     assert group_ends(r18.stage_names) == {1: 'layer1.1', 2: 'layer2.1', 3: 'layer3.1', 4: 'layer4.1'}
     assert group_ends(build_model('resnet34', 10, 4).stage_names)[3] == 'layer3.5'
     assert group_ends(cnn.stage_names) == {} and 'stem' in STEM_STAGES
+
+
+def test_p1_fig2_has_one_line_per_residual_group_for_resnets(tmp_path, monkeypatch):
+    from memjax.analysis.stitching.stitching import _vs_noise_lines
+    from memjax.report import stitch_plots
+    names = build_model('resnet18', 10, 4).stage_names
+    depths = set(stitch_points(build_model('resnet18', 10, 4), ()))
+    lines = _vs_noise_lines(names, depths)
+    assert [names[d - 1] for d in sorted(lines)] == ['layer1.1', 'layer2.1', 'layer3.1', 'layer4.1']
+    assert lines[names.index('layer2.1') + 1].startswith('k=2 groups')
+    cnn = build_model('cnn', 10, 4).stage_names
+    assert sorted(_vs_noise_lines(cnn, {1, 4})) == [1, 4]  # other models: one line per depth
+    rows = [{'direction': d, 'noise_ratio': r, 'depth': depth, 'test_accuracy': 0.5}
+            for d in ('clean_to_noisy', 'noisy_to_clean') for r in (0.2, 0.5) for depth in depths]
+    baselines = [{'model': m, 'noise_ratio': r, 'test_accuracy': 0.6} for m in ('clean', 'noisy') for r in (0.2, 0.5)]
+    plotted = []
+    original = stitch_plots.plt.Axes.plot
+    monkeypatch.setattr(stitch_plots.plt.Axes, 'plot', lambda self, *a, **k: plotted.append(k.get('label'))
+                        or original(self, *a, **k))
+    stitch_plots.accuracy_vs_noise(str(tmp_path / 'fig.png'), rows, baselines, names, lines)
+    assert plotted.count('k=1 groups (after layer1.1)') == 2 and plotted.count('noisy models') == 2
+    assert os.path.getsize(tmp_path / 'fig.png') > 10_000
