@@ -9,6 +9,11 @@ test accuracy falls as r grows. Then the analyses run on the trained replicas:
 CKA over training (P1 Figs. 1, 3), CKA heatmaps, stitching in both directions
 with the critical depths (P2), and one-stage fine-tuning (P2 appendix).
 
+Replicas are independent models (own initialisation, data order and
+augmentation per (ratio, seed); `train.shared_start=False`), as the papers
+trained one model per noise ratio; a shared start would make noisy and clean
+models identical at epoch 0 and inflate their early-layer CKA and stitching.
+
 Command (the data comes from Debian's dataset-fashion-mnist package):
     python -m memjax.main --config=configs/default.py --workdir=runs/default
 Expected time: under 10 minutes on a 2-core CPU, analyses included (measured: see README).

@@ -10,11 +10,15 @@ Data: tfds `svhn_cropped` prepared as array_record in data_dir (see README,
 Command:
     python -m memjax.main --config=configs/svhn_cnn.py --workdir=runs/svhn_cnn \
         --config.data.data_dir=$HOME/tensorflow_datasets
+Replicas are independent (own init and data order per ratio, the default
+train.shared_start=False), as the paper trained one model per ratio.
+
 Expected time on one GPU: minutes (8 replicas of a 0.1 GFLOP/image CNN; an
 estimate from the FLOP count, not a measurement).
 """
 
 from memjax.experiment import base_config
+from memjax.paper_settings import paper_cka
 
 
 def get_config():
@@ -33,4 +37,5 @@ def get_config():
     c.train.weight_decay = 5e-4
     c.train.stop_accuracy = 0.99
     c.checkpoint.every = 1
+    paper_cka(c)  # CKA on the whole test split, minibatch debiased (reason: memjax/paper_settings.py)
     return c

@@ -67,7 +67,7 @@ def training_config() -> ml_collections.ConfigDict:
         stop_accuracy=0.99,             # a replica stops once its training accuracy reaches this
         init_seed=0,
         data_seed=0,                    # data order and augmentation
-        init_per_ratio=False,           # False: replicas of one seed share their initialisation
+        shared_start=False,             # True: replicas of one seed share init, data order and augmentation
         gradient_accounting=False,      # record clean/noisy gradient parts per stage each epoch (P3)
         input_gradients=False,          # record P4's input-gradient magnitude G per epoch (pixels in [0, 1])
         input_gradient_examples=1000,   # G is averaged over the first n training examples

@@ -9,6 +9,19 @@ are kept every 5 epochs plus the first and last (R ResNets every epoch would
 be tens of GB); --config.checkpoint.every=1 gives full-resolution curves.
 Data: tfds prepared as array_record in data_dir (README, "Data"), or
 --config.data.source=raw with the python-version tarball.
+
+Replicas are independent (own init, data order and augmentation per ratio:
+`train.shared_start=False`, the default): the papers trained a separate model
+per noise ratio and say nothing of a shared start.
+
+CKA (when P1's analyses are listed) uses the whole test split, as P1 computes
+CKA on the test split: analysis.cka.num_examples=10000 with the minibatch
+debiased estimator in batches of 1000 (Nguyen, Raghu & Kornblith 2021). The
+papers' full-batch biased estimator would need a 10k x 10k Gram per stage
+(400 MB each) or 10k x 65k activations per ResNet stage held at once; the
+biased estimator cannot be minibatched (it drifts with the batch size, and
+memjax refuses it), while the debiased one converges to the same population
+quantity without the D/(N+D) inflation of high-dimensional conv maps.
 """
 
 from memjax.experiment import base_config
@@ -32,4 +45,13 @@ def random_label_sweep(data_name: str, model_name: str, ratios: tuple = P2_RATIO
     c.train.weight_decay = 5e-4
     c.train.stop_accuracy = 0.99
     c.checkpoint.every = 5
+    paper_cka(c)
     return c
+
+
+def paper_cka(c) -> None:
+    """P1's CKA on the whole 10,000-image test split in bounded memory (see the module doc)."""
+    c.analysis.cka.split = 'test'
+    c.analysis.cka.num_examples = 10000
+    c.analysis.cka.estimator = 'debiased'
+    c.analysis.cka.minibatch_size = 1000

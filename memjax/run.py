@@ -20,10 +20,16 @@ from memjax.checkpoint import Checkpoints, keep_epoch
 from memjax.data.dataset import Dataset, load_dataset
 from memjax.data.replicas import Replica
 from memjax.errors import ConfigError, RunDirectoryError
-from memjax.models import StagedModel, model_from_config
+from memjax.models import StagedModel, build_model
 from memjax.rundir import RunDirectory, read_json
 
 SPLITS = ('train', 'val', 'test')
+
+# Analyses run the models in float32 whatever `model.dtype` trained them: the
+# params are float32 either way, and bfloat16 activations (8 bits of mantissa)
+# would add rounding noise to CKA features, to the least-squares stitch
+# initialisation and to accuracies. Recorded in results/<name>/complete.json.
+ANALYSIS_DTYPE = 'float32'
 
 
 @dataclasses.dataclass(frozen=True)
@@ -78,7 +84,14 @@ class Run:
 
     @functools.cached_property
     def model(self) -> StagedModel:
-        return model_from_config(self.config.model, self.dataset.num_classes)
+        """The run's architecture computing in ANALYSIS_DTYPE (float32), whatever dtype trained it."""
+        m = self.config.model
+        return build_model(m.name, self.dataset.num_classes, m.width, ANALYSIS_DTYPE, depth=m.get('depth'),
+                           heads=m.get('heads'), patch=m.get('patch'))
+
+    @property
+    def analysis_dtype(self) -> str:
+        return ANALYSIS_DTYPE
 
     @functools.cached_property
     def checkpoints(self) -> Checkpoints:

@@ -79,6 +79,22 @@ def test_replica_in_a_group_equals_the_replica_trained_alone(tmp_path, strategy)
                           open_run(str(tmp_path / 'alone')).noise['labels'][0])
 
 
+def test_replicas_are_independent_by_default_and_share_a_start_on_request(tmp_path):
+    from memjax.data.replicas import make_replicas
+    from memjax.train.replica_keys import data_keys, init_keys
+    for shared in (False, True):
+        config = tiny_config(**{'train.epochs': 1, 'train.shared_start': shared})
+        train(config, str(tmp_path / str(shared)), log=quiet)
+        start = open_run(str(tmp_path / str(shared))).checkpoints.load_epoch(0)
+        clean, noisy = replica_tree(start, 0), replica_tree(start, 1)  # r = 0 and r = 0.5, seed 0
+        same = all(np.array_equal(a, b) for a, b in zip(jax.tree_util.tree_leaves(clean),
+                                                         jax.tree_util.tree_leaves(noisy)))
+        assert same == shared
+        replicas = make_replicas(config)
+        assert np.array_equal(*init_keys(config.train, replicas)) == shared
+        assert np.array_equal(*data_keys(config.train, replicas)) == shared
+
+
 def test_checkpoint_api_round_trip(tmp_path):
     workdir = str(tmp_path / 'run')
     train(tiny_config(**{'checkpoint.every': 2}), workdir, log=quiet)

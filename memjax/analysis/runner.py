@@ -4,7 +4,9 @@ Each analysis writes into a fresh temporary folder; when it completes, its
 figures move into figures/ and the folder is renamed to results/<name>/ with a
 `complete.json` inside. A kill midway leaves no results/<name>/ that looks
 finished: a results folder without complete.json (from an older memjax) or a
-leftover temporary folder is redone by the next run.
+leftover temporary folder is redone by the next run. complete.json also
+records `analysis_dtype` (always float32: `memjax.run.ANALYSIS_DTYPE`) and the
+`training_dtype` of the run.
 """
 
 from __future__ import annotations
@@ -27,11 +29,14 @@ def is_complete(workdir: str, name: str) -> bool:
     return os.path.exists(os.path.join(workdir, 'results', name, COMPLETE))
 
 
-def _commit(run_dir, name: str, output: str, figures: str, started: float) -> None:
+def _commit(run, name: str, output: str, figures: str, started: float) -> None:
+    run_dir = run.directory
     final_figures = run_dir.figures_dir
     for file in sorted(os.listdir(figures)):
         os.replace(os.path.join(figures, file), os.path.join(final_figures, file))
     write_json(os.path.join(output, COMPLETE), {'analysis': name, 'seconds': round(time.time() - started, 1),
+                                                'analysis_dtype': run.analysis_dtype,
+                                                'training_dtype': str(run.config.model.dtype),
                                                 'figures': sorted(os.listdir(final_figures))})
     target = os.path.join(run_dir.path, 'results', name)
     if os.path.exists(target):
@@ -61,5 +66,5 @@ def run_analyses(config, workdir: str, log: Callable[[str], None] = print, setti
         context.output, context.figures = output, figures
         started = time.time()
         analysis.module.run(run, settings[analysis.settings_key], context)
-        _commit(run.directory, name, output, figures, started)
+        _commit(run, name, output, figures, started)
     shutil.rmtree(scratch, ignore_errors=True)

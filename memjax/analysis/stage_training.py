@@ -18,6 +18,14 @@ Each of the K models trains on its own examples: `indices[k]` into a shared
 image pool with `labels[k]` over that pool. Sets of different sizes are
 handled by giving every model the same number of steps per epoch (the largest
 set's) and masking the updates of a model whose epoch is over.
+
+A set of n >= batch_size examples gives n // batch_size full batches per epoch
+(the last partial batch dropped, as in training). A set smaller than one batch
+(0 < n < batch_size) still trains: one step per epoch on a partial batch, its
+n examples padded to the compiled batch shape by repeating them, the repeats
+weighted 0 in the loss (the gradient is exactly the mean over the n examples;
+the trained stage's BatchNorm batch statistics see the repeats too). An empty
+set is a ConfigError: an untrained model is never reported as fine-tuned.
 """
 
 from __future__ import annotations
@@ -30,9 +38,9 @@ import numpy as np
 import optax
 
 from memjax.data.pipeline import normalize
+from memjax.errors import ConfigError
 from memjax.models import StagedModel
 from memjax.train import freezing
-from memjax.train.step import cross_entropy
 from memjax.analysis.lifting import Lifted
 
 BATCHNORM_MODES = ('frozen', 'live')
@@ -68,14 +76,15 @@ class StageTrainer:
         run = self.model.apply(variables, h, start=l, stop=l + 1, train=train_stage)
         return self.model.apply(variables, run.output, start=l + 1).output, run.batch_stats
 
-    def _step(self, variables, opt_state, pool, labels, idx, active):
+    def _step(self, variables, opt_state, pool, labels, idx, weights, active):
         x = normalize(pool[idx], self.mean, self.std, self.model.dtype)
         y = labels[idx]
 
         def loss_fn(params):
             params = freezing.stop_frozen_gradients(params, self.labels)
             logits, batch_stats = self._logits({**variables, 'params': params}, x, train_stage=True)
-            return cross_entropy(logits, y), batch_stats
+            losses = optax.softmax_cross_entropy_with_integer_labels(logits.astype(jnp.float32), y)
+            return jnp.sum(weights * losses) / jnp.sum(weights), batch_stats
 
         (loss, batch_stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(variables['params'])
         updates, new_opt = self.tx.update(grads, opt_state, variables['params'])
@@ -108,18 +117,29 @@ class StageTrainer:
         """
         rng = np.random.default_rng([self.seed, epoch])
         orders = [rng.permutation(ix) for ix in indices]
-        counts = [len(o) // self.batch_size for o in orders]
+        b = self.batch_size
+        if any(len(o) == 0 for o in orders):
+            raise ConfigError(f'stage training of {self.stage} got an empty example set for model '
+                              f'{[len(o) for o in orders].index(0)}; nothing to train on (raise data.num_train '
+                              'or the noise ratio, or drop that data set)')
+        counts = [max(len(o) // b, 1) for o in orders]  # a set smaller than one batch: one partial batch
         steps = max(counts)
         totals = np.zeros(len(orders))
         for step in range(steps):
-            idx = np.stack([o[(step % max(c, 1)) * self.batch_size:][:self.batch_size]
-                            if c else np.zeros(self.batch_size, np.int64) for o, c in zip(orders, counts)])
+            idx, weights = [], []
+            for o, c in zip(orders, counts):
+                if len(o) < b:  # partial batch, padded by repeating its examples; repeats weighted 0
+                    idx.append(np.resize(o, b))
+                    weights.append((np.arange(b) < len(o)).astype(np.float32))
+                else:
+                    idx.append(o[(step % c) * b:][:b])
+                    weights.append(np.ones(b, np.float32))
             active = np.asarray([step < c for c in counts])
             variables, opt_state, loss = self.lift(
-                self._step, (True, True, False, True, True, True), variables, opt_state, pool, labels,
-                jnp.asarray(idx), jnp.asarray(active))
+                self._step, (True, True, False, True, True, True, True), variables, opt_state, pool, labels,
+                jnp.asarray(np.stack(idx)), jnp.asarray(np.stack(weights)), jnp.asarray(active))
             totals += np.asarray(loss)
-        return variables, opt_state, totals / np.maximum(counts, 1)
+        return variables, opt_state, totals / np.asarray(counts)
 
     def predict(self, variables, images: jax.Array, batch: int = 1000) -> np.ndarray:
         """int32 [K, P] predictions (evaluation mode) on images [P, ...]."""

@@ -5,10 +5,14 @@ seeds, never on its position in the run, so a replica trained in a group
 equals the same replica trained alone:
 
 - noise: (noise.seed, seed) -> `memjax.data.noise`;
-- init: (train.init_seed, seed), and the ratio too if `train.init_per_ratio`;
-  by default the replicas of one seed start from the same weights, so clean and
-  noisy models differ only in their labels;
-- data order and augmentation: (train.data_seed, seed).
+- init: (train.init_seed, seed, ratio);
+- data order and augmentation: (train.data_seed, seed, ratio).
+
+So by default every replica is an independent model, as P1/P2 trained one
+model per noise ratio. With `train.shared_start=True` the ratio is left out of
+both keys: the replicas of one seed start from the same weights and see the
+same batches and augmentation, so clean and noisy models differ only in their
+labels (a controlled comparison; see `memjax.train.replica_keys`).
 """
 
 from __future__ import annotations

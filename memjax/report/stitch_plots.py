@@ -62,9 +62,15 @@ def accuracy_vs_depth(path: str, direction: str, rows: list[dict], baselines: li
     plt.close(fig)
 
 
-def accuracy_vs_noise(path: str, rows: list[dict], baselines: list[dict], stage_names: Sequence[str]) -> None:
-    """P1 Fig. 2: test accuracy of stitched models against r, one line per depth, both directions."""
-    depths = sorted({r['depth'] for r in rows})
+def accuracy_vs_noise(path: str, rows: list[dict], baselines: list[dict], stage_names: Sequence[str],
+                      lines: dict | None = None) -> None:
+    """P1 Fig. 2: test accuracy of stitched models against r, both directions.
+
+    `lines` maps the depths to plot to their legend labels (ResNets: the first
+    k residual groups); None: every depth, labelled by its stage.
+    """
+    lines = lines or {d: f'k={d} ({stage_names[d - 1]})' for d in sorted({r['depth'] for r in rows})}
+    depths = sorted(lines)
     ratios = sorted({r['noise_ratio'] for r in rows})
     cmap = plt.get_cmap('plasma')
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
@@ -73,7 +79,7 @@ def accuracy_vs_noise(path: str, rows: list[dict], baselines: list[dict], stage_
             curve = [_mean([x for x in rows if x['direction'] == direction and x['noise_ratio'] == r
                             and x['depth'] == d], 'test_accuracy') for r in ratios]
             ax.plot(ratios, curve, marker='o', markersize=3, color=cmap(j / max(1, len(depths) - 1)),
-                    label=f'k={d} ({stage_names[d - 1]})')
+                    label=lines[d])
         clean = _mean([b for b in baselines if b['model'] == 'clean'], 'test_accuracy')
         noisy = [_mean([b for b in baselines if b['model'] == 'noisy' and b['noise_ratio'] == r], 'test_accuracy')
                  for r in ratios]
@@ -81,8 +87,8 @@ def accuracy_vs_noise(path: str, rows: list[dict], baselines: list[dict], stage_
         ax.plot(ratios, noisy, color='cyan', linestyle='--', label='noisy models')
         ax.set_xlabel('noise ratio r', fontsize=8)
         ax.set_ylabel('test accuracy', fontsize=8)
-        ax.set_title('first k stages of the noisy model + clean head' if direction == 'noisy_to_clean'
-                     else 'first k stages of the clean model + noisy head', fontsize=9)
+        ax.set_title('first k of the noisy model + clean head' if direction == 'noisy_to_clean'
+                     else 'first k of the clean model + noisy head', fontsize=9)
     axes[0].legend(fontsize=6, ncol=2)
     fig.tight_layout()
     fig.savefig(path, dpi=120)

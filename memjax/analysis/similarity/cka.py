@@ -12,12 +12,14 @@ Estimators:
 - debiased: the unbiased HSIC estimator (Song et al. 2012), as the inner
   product of U-centred Grams (zero diagonal). Near 0 for independent
   representations, where biased CKA is about D/(N+D).
-- rbf: Gaussian kernel exp(-|xi - xj|^2 / (2 s^2)), s = `bandwidth` x the median
-  pairwise distance, biased or debiased.
+- rbf: Gaussian kernel exp(-|xi - xj|^2 / (2 s^2)), s^2 = `bandwidth`^2 x the
+  median of the squared pairwise distances over the full matrix (diagonal
+  included), as Kornblith et al.'s reference code; biased or debiased.
 - minibatch (Nguyen, Raghu & Kornblith 2021): HSIC estimates accumulated over
   batches of examples, CKA = sum HSIC_xy / sqrt(sum HSIC_xx sum HSIC_yy), so no
   N x D matrix of all N examples is ever held. With the unbiased estimator per
-  batch the result does not drift with the batch size.
+  batch the result does not drift with the batch size; the biased one does,
+  so the analyses refuse it with minibatches (`CkaSettings.validate`).
 
 All computations run in float32 with matmul precision HIGHEST (no TF32/bf16
 passes on GPUs). Linear Grams are formed from the raw features and centred as
@@ -75,13 +77,18 @@ def linear_gram(x: jax.Array) -> jax.Array:
 
 
 def rbf_gram(x: jax.Array, bandwidth: float = 0.5) -> jax.Array:
-    """Gaussian kernel [N, N]; width = bandwidth x median distance between distinct examples."""
-    xc = center_features(x)
+    """Gaussian kernel [N, N] as in Kornblith et al.'s reference code (`gram_rbf`).
+
+    d2 = squared pairwise distances; sigma^2 = bandwidth^2 x the median of d2
+    over the FULL N x N matrix (its zero diagonal included, as the reference's
+    np.median(sq_distances)); K = exp(-d2 / (2 sigma^2)). `bandwidth` is the
+    reference's `threshold` (a fraction of the median distance).
+    """
+    xc = center_features(x)  # distances are translation invariant; centring only reduces rounding
     sq = jnp.sum(xc * xc, axis=1)
     d2 = jnp.maximum(sq[:, None] + sq[None, :] - 2.0 * _matmul(xc, xc.T), 0.0)
-    rows, cols = np.triu_indices(x.shape[0], 1)
-    median = jnp.median(jnp.sqrt(d2[rows, cols]))
-    sigma2 = jnp.maximum((bandwidth * median) ** 2, _TINY)
+    d2 = jnp.where(jnp.eye(x.shape[0], dtype=bool), 0.0, d2)
+    sigma2 = jnp.maximum(bandwidth ** 2 * jnp.median(d2), _TINY)
     return jnp.exp(-d2 / (2.0 * sigma2))
 
 

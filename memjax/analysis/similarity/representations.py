@@ -33,7 +33,7 @@ class CkaSettings(AnalysisSettings):
     split: str = setting('test', 'examples the representations are computed on', choices=SPLITS)
     num_examples: int = setting(1000, 'examples used (the first of the split)')
     estimator: str = setting('linear', 'CKA estimator', choices=ESTIMATORS)
-    bandwidth: float = setting(0.5, 'rbf: kernel width as a fraction of the median distance')
+    bandwidth: float = setting(0.5, 'rbf: sigma^2 = bandwidth^2 x median squared distance (Kornblith et al.)')
     pooling: str = setting('flatten', 'conv maps: flatten (the papers) or spatial mean', choices=POOLINGS)
     minibatch_size: int | None = setting(None, 'minibatch CKA over batches of this size (None: all at once)')
     forward_batch: int = setting(500, 'examples per forward pass')
@@ -56,6 +56,9 @@ class CkaSettings(AnalysisSettings):
                               f"analysis.cka.minibatch_size={batch}")
         if batch < 4:
             raise ConfigError(f"analysis.cka needs at least 4 examples per batch, got {batch}")
+        if batch < self.num_examples and not self.debiased:
+            raise ConfigError(f"analysis.cka.estimator={self.estimator!r} is biased and drifts with the batch size "
+                              f"under analysis.cka.minibatch_size={batch}; use a *debiased estimator or no minibatch")
 
     def check_model(self, model) -> None:
         model.select_stages(self.stages, 'analysis.cka.stages')

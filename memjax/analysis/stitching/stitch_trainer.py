@@ -32,13 +32,21 @@ from memjax.train.step import cross_entropy
 from memjax.analysis.lifting import Lifted, take
 
 
-def stitch_points(model: StagedModel, names: tuple) -> list[int]:
+# Input stems: not stitch points by default (P1/P2 stitch after layers/blocks).
+STEM_STAGES = ('stem', 'embed')
+
+
+def stitch_points(model: StagedModel, names: tuple, include_stem: bool = False) -> list[int]:
     """Stitch points as boundaries l (base = stages [0, l)); names are the last base stage.
 
-    Default: every boundary except after the last stage.
+    Default (names empty), as P1/P2: every boundary except after the last
+    stage, and except after an input stem (ResNet `stem`, ViT `embed`) unless
+    `include_stem`. For the CNN that is after every conv and fc layer but the
+    last; for ResNets after every residual block, layer1.0 ... layer4.{n-1}.
     """
     if not names:
-        return list(range(1, model.num_stages))
+        return [l for l in range(1, model.num_stages)
+                if include_stem or model.stage_names[l - 1] not in STEM_STAGES]
     points = []
     for name in model.select_stages(names, 'analysis.stitching.points'):
         index = model.stage_index(name)
@@ -47,6 +55,19 @@ def stitch_points(model: StagedModel, names: tuple) -> list[int]:
                               f"is left to stitch; choose among {', '.join(model.stage_names[:-1])}")
         points.append(index + 1)
     return sorted(set(points))
+
+
+def group_ends(stage_names) -> dict[int, str]:
+    """{k: stage} for ResNet residual groups: k -> the last block of layer{k} (e.g. 1 -> 'layer1.1').
+
+    Empty for models without `layer<k>.<i>` stages (CNN, ResNet-9, VGG, ViT).
+    """
+    ends = {}
+    for name in stage_names:
+        group, dot, block = name.partition('.')
+        if dot and group.startswith('layer') and group[5:].isdigit() and block.isdigit():
+            ends[int(group[5:])] = name  # stages are in order: the last one of a group wins
+    return dict(sorted(ends.items()))
 
 
 class StitchTrainer:

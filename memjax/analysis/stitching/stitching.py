@@ -17,7 +17,14 @@ Written: results/stitching/{stitching.csv, baselines.csv, critical_depths.csv,
 stitching.npz}, figures/stitching_{clean_to_noisy,noisy_to_clean}.png (P2
 Figs. 2-5: accuracy against depth, one line per r, baselines and critical
 depths marked) and figures/stitching_vs_noise.png (P1 Fig. 2: test accuracy
-against r, one line per depth).
+against r, both directions, clean and noisy baselines; for ResNets one line
+per k = 1..4, the first k residual groups stitched after layer{k}.{last};
+for other models one line per depth).
+
+Default stitch points as P1/P2 (`stitch_points`): after every conv and fc
+layer but the last (CNN), after every residual block layer1.0 ...
+layer4.{n-1} (ResNets); the stem boundary only with `include_stem=True`
+(P1/P2 list it nowhere among their stitch points).
 """
 
 from __future__ import annotations
@@ -32,7 +39,7 @@ from memjax.analysis.evaluation import Evaluator
 from memjax.analysis.lifting import STRATEGIES
 from memjax.analysis.settings import AnalysisSettings, Context, setting
 from memjax.analysis.stitching.critical_depths import critical_depths
-from memjax.analysis.stitching.stitch_trainer import StitchTrainer, stitch_points
+from memjax.analysis.stitching.stitch_trainer import StitchTrainer, group_ends, stitch_points
 from memjax.errors import ConfigError
 from memjax.report import stitch_plots
 from memjax.report.tables import write_csv
@@ -55,7 +62,8 @@ class Settings(AnalysisSettings):
     optimizer: str = setting('adam', 'stitch-layer optimizer (sgd: momentum 0.9)', choices=('adam', 'sgd'))
     init: str = setting('least_squares', 'initialisation of S', choices=INITS)
     batchnorm: bool = setting(False, 'BN -> S -> BN (Bansal et al.)')
-    points: tuple = setting((), 'stages after which to stitch (empty: every boundary but the last)')
+    points: tuple = setting((), 'stages after which to stitch (empty: every boundary but the last and the stem)')
+    include_stem: bool = setting(False, "default points: also stitch after the input stem (ResNet 'stem')")
     strategy: str = setting('loop', 'how the stitches of one point are trained together', choices=STRATEGIES)
     memorization_tolerance: float = setting(0.05, '"near chance": memorization accuracy <= 1/K + this')
     generalization_tolerance: float = setting(0.02, '"matches": test accuracy >= clean test accuracy - this')
@@ -69,7 +77,7 @@ class Settings(AnalysisSettings):
                               "batchnorm=True use init='identity' or 'random'")
 
     def check_model(self, model) -> None:
-        stitch_points(model, self.points)
+        stitch_points(model, self.points, self.include_stem)
 
 
 def model_metrics(predictions: np.ndarray, pool: ImagePool, run: Run, noisy: int) -> dict:
@@ -88,7 +96,7 @@ def run(run: Run, settings: Settings, context: Context) -> None:
     stack = lambda ids: run.variables(final_epoch, ids)
     pool = run.image_pool('train', 'test')
     val_images, val_labels = jnp.asarray(data.val_images), jnp.asarray(data.val_labels)
-    points = stitch_points(model, settings.points)
+    points = stitch_points(model, settings.points, settings.include_stem)
     chance = 1.0 / data.num_classes
     groups = run.seed_groups('stitching')
     context.log(f'stitching: {len(points)} points x 2 directions x {sum(len(g[1]) for g in groups)} noisy replicas, '
@@ -173,4 +181,18 @@ def _write(run: Run, context: Context, rows: list, baselines: list, depth_rows: 
         stitch_plots.accuracy_vs_depth(os.path.join(figures, f'stitching_{direction}.png'), direction,
                                        [r for r in rows if r['direction'] == direction], baselines,
                                        depth_rows, stage_names, chance)
-    stitch_plots.accuracy_vs_noise(os.path.join(figures, 'stitching_vs_noise.png'), rows, baselines, stage_names)
+    stitch_plots.accuracy_vs_noise(os.path.join(figures, 'stitching_vs_noise.png'), rows, baselines, stage_names,
+                                   _vs_noise_lines(stage_names, {r['depth'] for r in rows}))
+
+
+def _vs_noise_lines(stage_names, depths: set) -> dict:
+    """{depth: legend label} of P1 Fig. 2's lines.
+
+    ResNets: the first k residual groups (stitched after layer{k}.{last}), one
+    line per k that was stitched; other models: one line per stitch depth.
+    """
+    groups = {stage_names.index(name) + 1: f'k={k} groups (after {name})'
+              for k, name in group_ends(stage_names).items() if stage_names.index(name) + 1 in depths}
+    if groups:
+        return groups
+    return {d: f'k={d} ({stage_names[d - 1]})' for d in sorted(depths)}
