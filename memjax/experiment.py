@@ -98,7 +98,7 @@ def smoke(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     a.neurons.num_clean, a.neurons.num_noisy, a.neurons.max_neurons = 2, 2, 3
     a.neurons.reference_batch, a.neurons.accuracy_examples, a.neurons.parallel = 8, 16, 4
     a.neurons.noise_copies = 2
-    a.example_tied.epochs = 1
+    a.example_tied.epochs, a.example_tied.variants = 1, (('example_tied', 0.4, 0.2, 0.0),)
     a.dissimilarity.generator_epochs, a.dissimilarity.generator_batch_size = 1, 32
     a.dissimilarity.generator_width, a.dissimilarity.num_seeds, a.dissimilarity.iterations = 8, 2, 3
     a.input_gradients.num_examples = 32
@@ -106,7 +106,7 @@ def smoke(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     a.manifolds.epochs, a.manifolds.solver_iterations, a.manifolds.forward_batch = (2,), 2000, 64
     # A few of the CNN's stages where an analysis compiles one program per stage.
     a.stitching.points, a.finetune.stages, a.retraining.stages = ('conv2',), ('conv2',), ('conv2',)
-    a.manifolds.stages = ('conv3', 'fc4')
+    a.manifolds.stages, a.manifolds.classes = ('conv3', 'fc4'), (0, 1, 2, 3)
     return c
 
 
