@@ -99,12 +99,13 @@ def cells(name: str, spec: dict) -> list:
              "MOUNT_DRIVE = True  # keep the run directory on Google Drive, so a runtime reset resumes\n"
              "WORKDIR = None  # None: <Drive>/memjax_runs/<config> when mounted, else runs/<config>",
              metadata={'tags': ['parameters']}),
-        md('## Install\n\nClones the repository (for `configs/`) and pip-installs memjax from it. memjax\'s '
-           'dependencies are ranges, so Colab\'s own jax (with its TPU or GPU support) is kept.'),
+        md('## Install\n\nClones the repository into /content/memjax_src (for `configs/`; kept if already '
+           'there) and pip-installs memjax from it. memjax\'s dependencies are ranges, so Colab\'s own jax '
+           '(with its TPU or GPU support) is kept. Skipped with `INSTALL = False`.'),
         code("if INSTALL:\n"
-             "    !git clone -q --depth 1 -b {BRANCH} {REPO} memjax_src\n"
-             "    %pip install -q ./memjax_src\n"
-             "    %cd memjax_src"),
+             "    ![ -d /content/memjax_src ] || git clone -q --depth 1 -b {BRANCH} {REPO} /content/memjax_src\n"
+             "    %pip install -q /content/memjax_src\n"
+             "    %cd /content/memjax_src"),
         code("from IPython.display import Image, display\n\n"
              "from memjax import notebook\n\n"
              "if MOUNT_DRIVE:\n"
@@ -118,7 +119,7 @@ def cells(name: str, spec: dict) -> list:
         md('## Train and analyse\n\nTrains every replica (sharded over the devices when the runtime has '
            'several), writes the summary, then runs the config\'s analyses. Interrupted? Run this cell again: '
            'training resumes from the last checkpoint and finished analyses are skipped.'),
-        code("notebook.run_experiment(config, workdir)"),
+        code("workdir = notebook.run_experiment(config, workdir)"),
         md('## Summary'),
         code("print(notebook.summary_table(workdir))"),
         md('## Figures'),
