@@ -1,18 +1,25 @@
 """P1 and P2: ResNet-18 on CIFAR-10, r in {0, 5, 10, 15, 20, 25, 37.5, 50, 67.5}%.
 
 Random-label noise, trained until 99% training accuracy; the shared recipe
-is in memjax/paper_settings.py.
+is in memjax/paper_settings.py. Then the P1/P2 analyses: CKA over training,
+noisy-vs-clean CKA, CKA heatmaps, stitching with critical depths, one-stage
+fine-tuning.
+The smoke variant (`--config=configs/cifar10_r18.py:smoke`) is a tiny synthetic run of the
+same analyses that finishes in seconds on a CPU (the Colab notebooks' CI uses it).
 
 Command:
     python -m memjax.main --config=configs/cifar10_r18.py --workdir=runs/cifar10_r18 \
         --config.data.data_dir=$HOME/tensorflow_datasets
 Expected time on one H100: about an hour in bfloat16 (9 replicas x 3.3 GFLOP per training image,
 up to 200 epochs; an estimate from the FLOP count at ~30% of peak, not a
-measurement; replicas stop as they converge).
+measurement; replicas stop as they converge), analyses not included.
 """
 
-from memjax.paper_settings import P2_RATIOS, random_label_sweep
+from memjax.experiment import apply_variant
+from memjax.paper_settings import P1_P2_ANALYSES, P2_RATIOS, random_label_sweep
 
 
-def get_config():
-    return random_label_sweep('cifar10', 'resnet18', P2_RATIOS + (0.675,))
+def get_config(arg=None):
+    c = random_label_sweep('cifar10', 'resnet18', P2_RATIOS + (0.675,))
+    c.analyses = P1_P2_ANALYSES
+    return apply_variant(c, arg)

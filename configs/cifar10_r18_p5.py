@@ -8,6 +8,8 @@ kappa 0, n_t 200: the reference code's values), and rewinding of the last k
 stages (P5's generalization-restoring experiment). The permuted fraction is
 `noise.ratios`; P5 varies it, and memjax's default here (0.5) is a choice, not
 a value read from the paper. Recipe: memjax/paper_settings.py.
+The smoke variant (`--config=configs/cifar10_r18_p5.py:smoke`) is a tiny synthetic run of the
+same analyses that finishes in seconds on a CPU (the Colab notebooks' CI uses it).
 
 Command:
     python -m memjax.main --config=configs/cifar10_r18_p5.py --workdir=runs/cifar10_r18_p5 \
@@ -15,11 +17,12 @@ Command:
 Expected time on one H100: not measured (no GPU was available to this project's sessions so far).
 """
 
+from memjax.experiment import apply_variant
 from memjax.paper_settings import random_label_sweep
 
 
-def get_config():
+def get_config(arg=None):
     c = random_label_sweep('cifar10', 'resnet18', (0.0, 0.5))
     c.analyses = ('manifolds', 'rewinding')
     c.analysis.manifolds.num_epochs = 6
-    return c
+    return apply_variant(c, arg)

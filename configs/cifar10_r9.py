@@ -5,6 +5,10 @@ ResNet-9, 10% of the training examples relabelled to a random WRONG class
 (uniform over the 9 others), SGD (momentum 0.9, weight decay 5e-4), one-cycle
 learning rate peaking at 0.1 at epoch 10, 50 epochs (no early stop), batch 512,
 3 seeds. Params every epoch, for gradient accounting, rewinding and retraining.
+Analyses: P3's gradient accounting, layer rewinding, layer retraining, critical
+neurons and example-tied dropout, at their P3 settings.
+The smoke variant (`--config=configs/cifar10_r9.py:smoke`) is a tiny synthetic run of the
+same analyses that finishes in seconds on a CPU (the Colab notebooks' CI uses it).
 
 Data: tfds `cifar10` prepared as array_record in data_dir (see README, "Data"),
 or --config.data.source=raw with cifar-10-python.tar.gz.
@@ -14,13 +18,13 @@ Command:
         --config.data.data_dir=$HOME/tensorflow_datasets
 Expected time on one H100: about 10 minutes (3 replicas x 50 epochs x 45k images
 x ~1.2 GFLOP per training image; an estimate from the FLOP count, not a
-measurement).
+measurement) for training; the analyses not measured.
 """
 
-from memjax.experiment import base_config
+from memjax.experiment import apply_variant, base_config
 
 
-def get_config():
+def get_config(arg=None):
     c = base_config()
     c.data.source = 'tfds'
     c.data.name = 'cifar10'
@@ -38,4 +42,5 @@ def get_config():
     c.train.stop_accuracy = None
     c.train.gradient_accounting = True  # P3 section 4 measures the epoch's SGD gradients
     c.checkpoint.every = 1
-    return c
+    c.analyses = ('gradients', 'rewinding', 'retraining', 'neurons', 'example_tied')
+    return apply_variant(c, arg)

@@ -10,7 +10,9 @@ of replicas through a DCGAN trained 30 epochs on CIFAR-10 (Figs. 2, 3),
 100 seeds x 1000 ascent iterations (P4's values). P4 also compares with VGG-13
 and ResNet-32 runs: train those with `--config.model.name=vgg13` / `resnet32`
 in other work directories and list them in `analysis.dissimilarity.other_runs`.
-The noise levels of Fig. 5: `get_config('noise_levels')`.
+The noise levels of Fig. 5: `get_config('noise_levels')` (`--config=configs/cifar10_vgg11_p4.py:noise_levels`).
+The smoke variant (`--config=configs/cifar10_vgg11_p4.py:smoke`) is a tiny synthetic run of the
+same analyses that finishes in seconds on a CPU (the Colab notebooks' CI uses it).
 
 Command:
     python -m memjax.main --config=configs/cifar10_vgg11_p4.py --workdir=runs/cifar10_vgg11_p4 \
@@ -18,10 +20,12 @@ Command:
 Expected time on one H100: not measured (no GPU was available to this project's sessions so far).
 """
 
-from memjax.experiment import base_config
+from memjax.experiment import apply_variant, base_config
 
 
-def get_config(variant: str = ''):
+def get_config(arg=None):
+    variants = [v for v in (arg or '').split(',') if v]  # e.g. 'noise_levels,smoke'
+    variant = 'noise_levels' if 'noise_levels' in variants else ''
     c = base_config()
     c.data.source = 'tfds'
     c.data.name = 'cifar10'
@@ -42,4 +46,6 @@ def get_config(variant: str = ''):
     c.train.input_gradient_examples = 1000
     c.checkpoint.every = 10
     c.analyses = ('input_gradients', 'dissimilarity')
+    for v in variants:
+        c = apply_variant(c, v, own=('noise_levels',))
     return c

@@ -16,13 +16,15 @@ models identical at epoch 0 and inflate their early-layer CKA and stitching.
 
 Command (the data comes from Debian's dataset-fashion-mnist package):
     python -m memjax.main --config=configs/default.py --workdir=runs/default
+The smoke variant (`--config=configs/default.py:smoke`) is a tiny synthetic run of the
+same analyses that finishes in seconds on a CPU (the Colab notebooks' CI uses it).
 Expected time: under 10 minutes on a 2-core CPU, analyses included (measured: see README).
 """
 
-from memjax.experiment import base_config
+from memjax.experiment import apply_variant, base_config
 
 
-def get_config():
+def get_config(arg=None):
     c = base_config()
     c.data.source = 'raw'
     c.data.name = 'fashion_mnist'
@@ -48,4 +50,4 @@ def get_config():
     c.analysis.cka.num_examples = 1000
     c.analysis.stitching.epochs = 10
     c.analysis.finetune.epochs = 3
-    return c
+    return apply_variant(c, arg)

@@ -27,6 +27,8 @@ quantity without the D/(N+D) inflation of high-dimensional conv maps.
 from memjax.experiment import base_config
 
 P2_RATIOS = (0.0, 0.05, 0.1, 0.15, 0.2, 0.25, 0.375, 0.5)
+# P1: layer convergence, noisy-vs-clean CKA over training, CKA heatmaps; P2: stitching, one-stage fine-tuning.
+P1_P2_ANALYSES = ('convergence', 'noisy_vs_clean', 'cka_matrix', 'stitching', 'finetune')
 
 
 def random_label_sweep(data_name: str, model_name: str, ratios: tuple = P2_RATIOS):

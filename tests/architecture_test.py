@@ -23,7 +23,7 @@ LAYERS = (
     ('run',),                       # a trained run opened for analysis
     ('report',),                    # tables and figures (drawn by the analyses)
     ('analysis',),
-    ('experiment', 'paper_settings', 'main'),
+    ('experiment', 'paper_settings', 'main', 'notebook'),
 )
 
 

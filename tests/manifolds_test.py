@@ -75,3 +75,15 @@ def test_too_few_examples_per_class_names_the_key(trained):
     config.analysis.manifolds.stages = ('nope',)
     with pytest.raises(ConfigError, match="analysis.manifolds.stages names stage 'nope'"):
         check(config)
+
+
+def test_restored_manifolds_are_left_out_when_fewer_than_two_classes_have_enough():
+    import types
+    # classes 0 and 1; the relabelled examples (noisy labels 0/1) all truly belong to class 2 (not analysed).
+    true = np.array([0, 0, 1, 1, 2, 2, 2, 2])
+    noisy = np.array([0, 0, 1, 1, 0, 0, 1, 1])
+    mask = noisy != true
+    run = types.SimpleNamespace(noise={'true_labels': true, 'labels': noisy[None], 'noise_mask': mask[None]},
+                                replicas=[types.SimpleNamespace(name='r=0.5')])
+    out = manifold_examples(run, 0, Settings(examples_per_class=2, min_examples=2), [0, 1])
+    assert set(out) == {'unpermuted', 'permuted'}

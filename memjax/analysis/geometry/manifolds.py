@@ -98,7 +98,9 @@ def manifold_examples(run: Run, replica: int, s: Settings, classes: list[int]) -
             out['permuted'] = permuted
             chosen = np.concatenate(permuted)
             restored = [chosen[true[chosen] == c] for c in classes]
-            out['restored'] = [idx for idx in restored if idx.size >= s.min_examples]
+            restored = [idx for idx in restored if idx.size >= s.min_examples]
+            if len(restored) >= 2:  # like permuted: MFTMA needs two manifolds or more
+                out['restored'] = restored
     return out
 
 
