@@ -15,7 +15,8 @@ dimension down, capacity up) in deeper layers late in training. P5's other
 result, rewinding the last k layers, is the `rewinding` analysis (last_k).
 
 Written: results/manifolds/manifolds.csv (replica, noise_ratio, seed, epoch,
-layer, kind, capacity, radius, dimension, center_correlation, K) and
+layer, kind, capacity, radius, dimension, center_correlation, K, solver_converged,
+solver_residual) and
 figures/manifolds_r<r>_s<seed>.png.
 """
 
@@ -23,6 +24,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import warnings
 
 import jax
 import jax.numpy as jnp
@@ -39,7 +41,7 @@ from memjax.run import Run
 NAME = 'manifolds'
 KINDS = ('unpermuted', 'permuted', 'restored')
 COLUMNS = ('replica', 'noise_ratio', 'seed', 'epoch', 'layer', 'kind', 'capacity', 'radius', 'dimension',
-           'center_correlation', 'K')
+           'center_correlation', 'K', 'solver_converged', 'solver_residual')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -151,14 +153,23 @@ def run(run: Run, s: Settings, context: Context) -> None:
             for layer, out in zip(stages, outputs):
                 for kind, groups in examples[i].items():
                     manifolds = [out[[position[int(e)] for e in idx]] for idx in groups]
-                    result = manifold_analysis(manifolds, kappa=s.kappa, n_t=s.n_t, seed=s.seed,
-                                               max_features=s.max_features, max_iters=s.solver_iterations)
+                    with warnings.catch_warnings():  # non-convergence is recorded per row instead
+                        warnings.simplefilter('ignore', UserWarning)
+                        result = manifold_analysis(manifolds, kappa=s.kappa, n_t=s.n_t, seed=s.seed,
+                                                   max_features=s.max_features, max_iters=s.solver_iterations)
                     rows.append({**run.row(i), 'epoch': epoch, 'layer': layer, 'kind': kind,
                                  **{k: result[k] for k in ('capacity', 'radius', 'dimension',
-                                                           'center_correlation', 'K')}})
+                                                           'center_correlation', 'K')},
+                                 'solver_converged': bool(result['solver']['converged']),
+                                 'solver_residual': float(result['solver']['max_kkt_residual'])})
             bar.update(1)
     bar.close()
     write_csv(os.path.join(context.output, 'manifolds.csv'), rows, COLUMNS)
+    unconverged = [r for r in rows if not r['solver_converged']]
+    if unconverged:
+        context.log(f'  manifolds: the QP solver reached analysis.manifolds.solver_iterations={s.solver_iterations} '
+                    f'in {len(unconverged)} of {len(rows)} rows (largest KKT residual '
+                    f"{max(r['solver_residual'] for r in unconverged):.1e}; column solver_converged)")
     for i, rep in enumerate(run.replicas):
         geometry_by_layer(os.path.join(context.figures, f'manifolds_r{rep.noise_ratio:g}_s{rep.seed}.png'),
                           [r for r in rows if r['replica'] == i], stages, epochs,
