@@ -93,7 +93,7 @@ def smoke(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     c.checkpoint.epochs = ()
     c.checkpoint.async_save = False
     a = c.analysis
-    a.cka.num_examples, a.cka.forward_batch = 32, 32
+    a.cka.num_examples, a.cka.forward_batch, a.cka.minibatch_size = 32, 32, None
     a.stitching.epochs, a.stitching.batch_size, a.stitching.eval_batch_size = 1, 32, 64
     a.finetune.epochs, a.finetune.batch_size = 1, 32
     a.gradients.num_train, a.gradients.batch_size = 64, 32
