@@ -105,7 +105,7 @@ def run(run: Run, s: Settings, context: Context) -> None:
                                            width=s.generator_width, seed=s.seed)
     context.log(f'dissimilarity: DCGAN ({s.generator_epochs} epochs) in {run.directory.file("generator")}')
     g_vars = train_generator(data.train_images, run.directory.file('generator'), generator_settings,
-                             log=lambda line: None, async_save=False)
+                             log=lambda line: context.log('  ' + line), async_save=False)
     generator, _ = dcgan(data.image_shape, s.generator_width)
     groups = [_group(run, 'this run')] + [_group(o, o.directory.path) for o in others]
     seeds = tuple(range(s.num_seeds))
