@@ -13,6 +13,20 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 
+# Module classes that are "layers" (P1's and P3's unit of analysis): a conv with
+# its BatchNorm, a linear layer, a ViT patch embedding or block. A layer's path
+# name is its stage's name followed by its path inside the stage
+# (`layer1.0.conv_bn1`), or the stage's name when the stage is the layer itself
+# (`stem`, `conv1`, `fc2`). `memjax.models.layer_index` finds them.
+LAYER_TYPES: set[type] = set()
+
+
+def layer_module(cls: type) -> type:
+    """Class decorator: instances of `cls` are layers (see LAYER_TYPES)."""
+    LAYER_TYPES.add(cls)
+    return cls
+
+
 # torchvision's ResNet/VGG initialisation: kaiming normal, fan_out, relu gain.
 conv_init = nn.initializers.variance_scaling(2.0, 'fan_out', 'normal')
 
@@ -28,8 +42,10 @@ def max_pool(x, window: int = 2, padding: str = 'SAME'):
     return nn.max_pool(x, (window, window), strides=(window, window), padding=padding)
 
 
+@layer_module
 class ConvBN(nn.Module):
-    """Conv (no bias) -> BatchNorm -> optional ReLU -> optional 2x2 max-pool."""
+    """Conv (no bias) -> BatchNorm -> optional ReLU -> optional 2x2 max-pool
+    (`pool_padding` 'SAME' rounds odd sizes up, 'VALID' down as PyTorch's MaxPool2d)."""
 
     features: int
     kernel: int = 3
@@ -37,6 +53,7 @@ class ConvBN(nn.Module):
     padding: Any = 'SAME'
     relu: bool = True
     pool: bool = False
+    pool_padding: str = 'SAME'
     dtype: Any = jnp.float32
 
     @nn.compact
@@ -48,10 +65,11 @@ class ConvBN(nn.Module):
         if self.relu:
             x = nn.relu(x)
         if self.pool:
-            x = max_pool(x)
+            x = max_pool(x, padding=self.pool_padding)
         return x
 
 
+@layer_module
 class DenseReLU(nn.Module):
     """Flatten (if needed) -> Dense -> optional ReLU: `[B, ...] -> [B, features]`."""
 
@@ -67,17 +85,24 @@ class DenseReLU(nn.Module):
         return nn.relu(x) if self.relu else x
 
 
+@layer_module
+class Linear(nn.Dense):
+    """A Dense that is a layer of its own (the classifier inside a head stage: `head.dense`)."""
+
+
 class PoolDense(nn.Module):
     """Classifier head: global pooling over H, W -> Dense: `[B, H, W, C] -> [B, K]`.
 
     Attributes:
       pooling: 'avg' (ResNets) or 'max' (ResNet-9).
-      scale: multiplies the logits (ResNet-9 uses 0.125).
+      scale: multiplies the logits (P3's ResNet-9: 0.2).
+      use_bias: the linear layer's bias (P3's ResNet-9 has none).
     """
 
     num_classes: int
     pooling: str = 'avg'
     scale: float = 1.0
+    use_bias: bool = True
     dtype: Any = jnp.float32
 
     @nn.compact
@@ -85,5 +110,5 @@ class PoolDense(nn.Module):
         del train
         if x.ndim == 4:
             x = jnp.max(x, axis=(1, 2)) if self.pooling == 'max' else jnp.mean(x, axis=(1, 2))
-        x = nn.Dense(self.num_classes, dtype=self.dtype, name='dense')(x)
+        x = Linear(self.num_classes, use_bias=self.use_bias, dtype=self.dtype, name='dense')(x)
         return x * self.scale if self.scale != 1.0 else x

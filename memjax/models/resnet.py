@@ -13,10 +13,14 @@ are He et al.'s option A: identity, and where the shape changes a stride-2
 subsampling with zero-padded channels (no parameters; 464,154 parameters for
 10 classes, the paper's 0.46M).
 
-ResNet-9 is the DAWNBench/FFCV network that P3's code trains: stages
-`layer1` (conv 64), `layer2` (conv 5x5 stride 2, 128), `layer3` (residual
-block 128), `layer4` (conv 256 + max-pool), `layer5` (residual block 256),
-`layer6` (conv 128, no padding), `head` (global max-pool, linear, x0.125).
+ResNet-9 is the network of P3's code (pratyushmaini/localizing-memorization,
+models.py `ResNet9`): stages `layer1` (conv 64), `layer2` (conv 5x5 stride 2,
+128), `layer3` (residual block 128: x + ConvBN(ConvBN(x)), no ReLU after the
+sum), `layer4` (conv 256 + 2x2 max-pool, rounding down as PyTorch's),
+`layer5` (residual block 256), `layer6` (conv 128, no padding), `head`
+(global max-pool, linear without bias, x0.2). Its 9 layers (8 convs with
+BatchNorm, the linear layer) are P3's 9 layer groups. Initialisation is
+memjax's kaiming fan_out, not PyTorch's default (a documented difference).
 """
 
 from __future__ import annotations
@@ -26,12 +30,13 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 
-from memjax.models.layers import ConvBN, PoolDense, batch_norm, conv_init
+from memjax.models.layers import ConvBN, PoolDense, batch_norm, conv_init, layer_module
 from memjax.models.stages import StagedModel
 
 
+@layer_module
 class Shortcut(nn.Module):
-    """1x1 conv + BatchNorm projection when the block changes shape, else identity."""
+    """1x1 conv + BatchNorm projection of a block that changes shape (a layer: `layer2.0.shortcut`)."""
 
     features: int
     stride: int
@@ -39,11 +44,17 @@ class Shortcut(nn.Module):
 
     @nn.compact
     def __call__(self, x, train: bool):
-        if self.stride == 1 and x.shape[-1] == self.features:
-            return x
         x = nn.Conv(self.features, (1, 1), strides=self.stride, use_bias=False,
                     dtype=self.dtype, kernel_init=conv_init, name='conv')(x)
         return batch_norm(train, self.dtype, name='bn')(x)
+
+
+def shortcut(x, features: int, stride: int, dtype: Any, train: bool):
+    """The skip path of a block (called inside its compact __call__): identity when the
+    shape is kept, else the `Shortcut` projection (named 'shortcut')."""
+    if stride == 1 and x.shape[-1] == features:
+        return x
+    return Shortcut(features, stride, dtype, name='shortcut')(x, train)
 
 
 def pad_shortcut(x, features: int, stride: int):
@@ -75,7 +86,7 @@ class BasicBlock(nn.Module):
         y = ConvBN(self.features, relu=False, dtype=self.dtype, name='conv_bn2')(y, train)
         if self.zero_pad_shortcut:
             return nn.relu(y + pad_shortcut(x, self.features, self.stride))
-        return nn.relu(y + Shortcut(self.features, self.stride, self.dtype, name='shortcut')(x, train))
+        return nn.relu(y + shortcut(x, self.features, self.stride, self.dtype, train))
 
 
 class Bottleneck(nn.Module):
@@ -91,7 +102,7 @@ class Bottleneck(nn.Module):
         y = ConvBN(self.features, kernel=1, dtype=self.dtype, name='conv_bn1')(x, train)
         y = ConvBN(self.features, stride=self.stride, dtype=self.dtype, name='conv_bn2')(y, train)
         y = ConvBN(out, kernel=1, relu=False, dtype=self.dtype, name='conv_bn3')(y, train)
-        return nn.relu(y + Shortcut(out, self.stride, self.dtype, name='shortcut')(x, train))
+        return nn.relu(y + shortcut(x, out, self.stride, self.dtype, train))
 
 
 class Residual(nn.Module):
@@ -150,9 +161,9 @@ def resnet9(num_classes: int, width: int = 64, dtype: Any = jnp.float32) -> Stag
         ('layer1', ConvBN(w, dtype=dtype)),
         ('layer2', ConvBN(2 * w, kernel=5, stride=2, padding=2, dtype=dtype)),
         ('layer3', Residual(2 * w, dtype=dtype)),
-        ('layer4', ConvBN(4 * w, pool=True, dtype=dtype)),
+        ('layer4', ConvBN(4 * w, pool=True, pool_padding='VALID', dtype=dtype)),
         ('layer5', Residual(4 * w, dtype=dtype)),
         ('layer6', ConvBN(2 * w, padding='VALID', dtype=dtype)),
-        ('head', PoolDense(num_classes, pooling='max', scale=0.125, dtype=dtype)),
+        ('head', PoolDense(num_classes, pooling='max', scale=0.2, use_bias=False, dtype=dtype)),
     )
     return StagedModel('resnet9', stages, num_classes, dtype)

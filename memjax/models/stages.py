@@ -21,7 +21,9 @@ loop in `memjax.train.replicas`.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import functools
 from typing import Any, NamedTuple, Sequence
 
 import flax.linen as nn
@@ -29,6 +31,9 @@ import jax
 import jax.numpy as jnp
 
 from memjax.errors import ConfigError
+from memjax.models import layer_index
+from memjax.models.layer_index import LayerInfo
+from memjax.models.units import GRANULARITIES, Unit, model_units
 
 Variables = dict[str, Any]
 
@@ -41,8 +46,8 @@ class StageRun(NamedTuple):
         in float32 when the slice ends at the last stage).
       batch_stats: the full batch_stats tree, with the stages run in training
         mode updated; unchanged in evaluation mode.
-      features: `{stage_name: activation [B, ...]}` for the stages listed in
-        `capture` (empty when nothing was asked for).
+      features: `{name: activation [B, ...]}` for the stages and layers listed
+        in `capture` (empty when nothing was asked for).
     """
 
     output: jax.Array
@@ -50,7 +55,7 @@ class StageRun(NamedTuple):
     features: dict
 
 
-def _broadcast_mask(mask: jax.Array, x: jax.Array) -> jax.Array:
+def broadcast_mask(mask: jax.Array, x: jax.Array) -> jax.Array:
     """A channel mask [C] or [B, C] shaped to multiply x: [B, ..., C]."""
     if mask.ndim == 2 and x.ndim > 2:
         mask = mask.reshape((mask.shape[0],) + (1,) * (x.ndim - 2) + (mask.shape[1],))
@@ -81,6 +86,27 @@ class StagedModel:
     @property
     def num_stages(self) -> int:
         return len(self.stages)
+
+    @functools.cached_property
+    def layers(self) -> tuple[LayerInfo, ...]:
+        """Every layer (conv+BN, linear, ViT embedding/block) in forward order; see `layer_index`."""
+        return layer_index.enumerate_layers(self)
+
+    @property
+    def layer_names(self) -> tuple[str, ...]:
+        return tuple(layer.name for layer in self.layers)
+
+    def layer(self, name: str) -> LayerInfo:
+        """The layer of that path name; one clear error otherwise."""
+        for layer in self.layers:
+            if layer.name == name:
+                return layer
+        raise ConfigError(f"unknown layer {name!r} for model {self.name}; its layers are: "
+                          f"{', '.join(self.layer_names)}")
+
+    def units(self, granularity: str) -> tuple[Unit, ...]:
+        """The model cut into units of analysis: 'stage', 'layer' or 'p3_groups' (see `units`)."""
+        return model_units(self, granularity)
 
     def stage_index(self, stage: str | int) -> int:
         """The position of a stage given by name or index; a clear error otherwise."""
@@ -146,12 +172,14 @@ class StagedModel:
           start: first stage to run (name or index); default 0.
           stop: boundary to stop at (name = stop before that stage, or an index
             up to `num_stages`); default: run to the end.
-          capture: stage names whose outputs to return in `features`, or True
-            for every stage run.
-          masks: `{stage_name: mask}` multiplying that stage's output channels
-            (the last axis): `[C]` for all examples or `[B, C]` per example.
-            Zeros remove channels/neurons (P3's neuron ablation, example-tied
-            dropout); captured features are the masked ones.
+          capture: stage or layer names (`layer1.0.conv_bn2`) whose outputs
+            to return in `features`, or True for every stage run.
+          masks: `{stage_or_layer_name: mask}` multiplying that stage's or
+            layer's output channels (the last axis): `[C]` for all examples or
+            `[B, C]` per example. Zeros remove channels/neurons (P3's neuron
+            ablation, example-tied dropout); a layer inside a residual branch
+            is masked before the skip path is added, which stays intact.
+            Captured features are the masked ones.
 
         Returns:
           A `StageRun`.
@@ -163,18 +191,23 @@ class StagedModel:
         params = variables['params']
         batch_stats = dict(variables.get('batch_stats', {}))
         features = {}
+        masks = masks or {}
+        inner = [key for key in (*masks, *capture) if '.' in key and key not in self.stage_names]
         x = x.astype(self.dtype) if jnp.issubdtype(x.dtype, jnp.floating) else x
         for name, module in self.stages[first:last]:
             stage_vars = {'params': params[name]}
             if name in batch_stats:
                 stage_vars['batch_stats'] = batch_stats[name]
-            if train and name in batch_stats:
-                x, updates = module.apply(stage_vars, x, train=True, mutable=['batch_stats'])
-                batch_stats[name] = updates['batch_stats']
-            else:
-                x = module.apply(stage_vars, x, train=train)
+            layers_here = any(key.startswith(name + '.') for key in inner)
+            with (layer_index.intercept_layers(name, masks, capture, features) if layers_here
+                  else contextlib.nullcontext()):
+                if train and name in batch_stats:
+                    x, updates = module.apply(stage_vars, x, train=True, mutable=['batch_stats'])
+                    batch_stats[name] = updates['batch_stats']
+                else:
+                    x = module.apply(stage_vars, x, train=train)
             if masks and name in masks:
-                x = x * _broadcast_mask(masks[name], x)
+                x = x * broadcast_mask(masks[name], x)
             if name in capture:
                 features[name] = x
         if last == self.num_stages:
@@ -203,6 +236,28 @@ class StagedModel:
         if 'batch_stats' in stage_variables:
             batch_stats[name] = stage_variables['batch_stats']
         return {'params': params, 'batch_stats': batch_stats}
+
+    def unit_variables(self, variables: Variables, unit: Unit) -> Variables:
+        """`{'params': {path: subtree}, 'batch_stats': {path: subtree}}` of one unit
+        (paths are tuples; any leading replica axes are kept)."""
+        out = {'params': {}, 'batch_stats': {}}
+        for path in unit.paths:
+            out['params'][path] = layer_index.get_subtree(variables['params'], path)
+            stats = layer_index.get_subtree(variables.get('batch_stats', {}), path)
+            if stats is not None:
+                out['batch_stats'][path] = stats
+        return out
+
+    def replace_unit(self, variables: Variables, unit: Unit, source: Variables) -> Variables:
+        """A copy of `variables` whose unit (params and BatchNorm statistics) is taken from
+        `source`, the full variables of another model or epoch of the same architecture."""
+        params, stats = variables['params'], dict(variables.get('batch_stats', {}))
+        for path in unit.paths:
+            params = layer_index.set_subtree(params, path, layer_index.get_subtree(source['params'], path))
+            value = layer_index.get_subtree(source.get('batch_stats', {}), path)
+            if value is not None:
+                stats = layer_index.set_subtree(stats, path, value)
+        return {**variables, 'params': params, 'batch_stats': stats}
 
     def count_params(self, variables: Variables) -> dict[str, int]:
         """Number of trainable parameters of each stage (one replica)."""

@@ -14,9 +14,11 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 
+from memjax.models.layers import layer_module
 from memjax.models.stages import StagedModel
 
 
+@layer_module
 class PatchEmbed(nn.Module):
     patch: int
     dim: int
@@ -38,6 +40,7 @@ class PatchEmbed(nn.Module):
         return x + pos.astype(x.dtype)
 
 
+@layer_module
 class TransformerBlock(nn.Module):
     dim: int
     heads: int
@@ -56,6 +59,7 @@ class TransformerBlock(nn.Module):
         return x + y
 
 
+@layer_module
 class ClassTokenHead(nn.Module):
     num_classes: int
     dtype: Any = jnp.float32
