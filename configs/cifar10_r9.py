@@ -43,4 +43,8 @@ def get_config(arg=None):
     c.train.gradient_accounting = True  # P3 section 4 measures the epoch's SGD gradients
     c.checkpoint.every = 1
     c.analyses = ('gradients', 'rewinding', 'retraining', 'neurons', 'example_tied')
+    # Every P3 analysis acts on P3's 9 layer groups of ResNet-9 (8 convs with BatchNorm, the linear layer):
+    # analysis.<name>.granularity defaults to 'p3_groups'.
+    c.analysis.neurons.num_clean = 1000  # P3 section 6.1: 1000 clean and 1000 noisy examples
+    c.analysis.neurons.num_noisy = 1000
     return apply_variant(c, arg)

@@ -109,7 +109,7 @@ def smoke(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     a.manifolds.examples_per_class, a.manifolds.min_examples, a.manifolds.n_t = 2, 2, 20
     a.manifolds.epochs, a.manifolds.solver_iterations, a.manifolds.forward_batch = (2,), 2000, 64
     # A few of the CNN's stages where an analysis compiles one program per stage.
-    a.stitching.points, a.finetune.stages, a.retraining.stages = ('conv2',), ('conv2',), ('conv2',)
+    a.stitching.points, a.finetune.stages, a.retraining.units = ('conv2',), ('conv2',), ('conv2',)
     a.manifolds.stages, a.manifolds.classes = ('conv3', 'fc4'), (0, 1, 2, 3)
     return c
 

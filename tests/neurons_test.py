@@ -1,5 +1,6 @@
 """The critical-neuron search finds a planted neuron; the AUC is a rank statistic."""
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -82,3 +83,34 @@ def test_channel_score_is_the_first_order_change_of_zeroing_the_channel():
     bn, gbn = variables['params']['conv1']['bn'], grads['conv1']['bn']
     expect = (kernel * g).sum((0, 1, 2)) + bn['scale'] * gbn['scale'] + bn['bias'] * gbn['bias']
     np.testing.assert_allclose(scores, expect, rtol=1e-5)
+
+
+class _DenseResidual(nn.Module):
+    """x + b(a(x)) with two layers inside the branch (`block.a`, `block.b`): [B, 4] -> [B, 4]."""
+
+    @nn.compact
+    def __call__(self, x, train: bool = False):
+        y = DenseReLU(4, name='a')(x, train)
+        return x + DenseReLU(4, relu=False, name='b')(y, train)
+
+
+def test_a_planted_neuron_inside_a_residual_branch_is_found_and_the_skip_path_stays():
+    model = StagedModel('res', (('block', _DenseResidual()), ('fc', DenseReLU(2, relu=False))), 2, example_shape=(4,))
+    assert model.layer_names == ('block.a', 'block.b', 'fc')
+    variables = model.init(jax.random.PRNGKey(0), (4,))
+    b = jnp.zeros((4, 4)).at[2, 2].set(5.0)  # the branch adds 5 x input 2 to channel 2 only
+    fc = jnp.array([[0.0, 1.0], [0.0, 1.0], [1.0, 0.0], [0.0, 1.0]])
+    variables['params'] = {'block': {'a': {'dense': {'kernel': jnp.eye(4), 'bias': jnp.zeros(4)}},
+                                     'b': {'dense': {'kernel': b, 'bias': jnp.zeros(4)}}},
+                           'fc': {'dense': {'kernel': fc, 'bias': jnp.zeros(2)}}}
+    x = jnp.array([[0.5, 0.5, 1.0, 0.5], [0.4, 0.6, 0.9, 0.3]])  # class 0 only through the branch: 6 > 1.5
+    y = jnp.array([0, 0])
+    ref_x, ref_y = jnp.array([[1.0, 1.0, 0.0, 1.0]]), jnp.array([1])
+    settings = Settings(max_neurons=3, noise_copies=5, reference_batch=1, parallel=2)
+    result = critical_neuron_search(model, variables, x, y, ref_x, ref_y, settings, jax.random.PRNGKey(0))
+    assert result['flipped'].all() and result['count'].tolist() == [1, 1]
+    removed = {name: np.flatnonzero(np.asarray(m[0]) == 0).tolist() for name, m in result['masks'].items()}
+    assert removed in ({'block.a': [2], 'block.b': []}, {'block.a': [], 'block.b': [2]}), removed
+    masks = {name: jnp.asarray(m[0]) for name, m in result['masks'].items()}
+    out = model.apply(variables, x, capture=['block'], masks=masks).features['block']
+    np.testing.assert_allclose(out, x, atol=1e-6)  # the branch is silenced, the skip path carries x unchanged

@@ -35,10 +35,11 @@ def test_rewinding_identities(workdir):
     model = run.model
     final = run.checkpoints.load_epoch(run.final_epoch())
     initial = run.checkpoints.load_epoch(0)
-    for stage in model.stage_names:
-        same = rewound(model, final, final, [stage])
+    for unit in model.units('stage'):
+        stage = unit.name
+        same = rewound(model, final, final, [unit])
         jax.tree_util.tree_map(np.testing.assert_array_equal, same, final)
-        back = rewound(model, final, initial, [stage])
+        back = rewound(model, final, initial, [unit])
         jax.tree_util.tree_map(np.testing.assert_array_equal, model.stage_variables(back, stage),
                                model.stage_variables(initial, stage))
         for other in model.stage_names:
@@ -64,7 +65,7 @@ def test_retraining_and_neurons_run_from_the_config(workdir):
     config.analysis.retraining.epochs = 2
     config.analysis.retraining.peak_epoch = 1.0
     config.analysis.retraining.batch_size = 8
-    config.analysis.retraining.stages = ('conv1', 'fc4')
+    config.analysis.retraining.units = ('conv1', 'fc4')
     config.analysis.neurons.num_clean = 4
     config.analysis.neurons.num_noisy = 4
     config.analysis.neurons.max_neurons = 5
@@ -73,7 +74,7 @@ def test_retraining_and_neurons_run_from_the_config(workdir):
     run_analyses(config, workdir, log=quiet)
     rows = read(os.path.join(workdir, 'results/retraining/retraining.csv'))
     assert len(rows) == 2 * 3  # stages x (epoch 0 .. 2), one noisy replica
-    assert {r['stage'] for r in rows} == {'conv1', 'fc4'}
+    assert {r['unit'] for r in rows} == {'conv1', 'fc4'} and {r['granularity'] for r in rows} == {'p3_groups'}
     summary = read(os.path.join(workdir, 'results/neurons/summary.csv'))
     assert len(summary) == 1 and summary[0]['noise_ratio'] == '0.5'
     for name in ('retraining', 'neurons'):

@@ -3,16 +3,19 @@
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 
 from helpers import tiny_config
 from memjax.analysis.localization.dropout_masks import evaluation_mask, memorization_mask
 from memjax.analysis.runner import run_analyses
 from memjax.analysis.stage_training import StageTrainer
+from memjax.models import build_model
 from memjax.models.layers import DenseReLU
 from memjax.models.stages import StagedModel
+from memjax.models.units import Unit
 from memjax.run import open_run
-from memjax.train.gradient_split import split_gradients, stage_statistics
+from memjax.train.gradient_split import layer_sums, split_gradients, unit_statistics
 from memjax.train.loop import POISON_ENV, train
 
 quiet = lambda _: None
@@ -90,7 +93,7 @@ def test_retraining_resets_the_stage_sees_clean_examples_only_and_freezes_the_re
     monkeypatch.setattr(StageTrainer, 'prepare', spy_prepare)
     monkeypatch.setattr(StageTrainer, 'epoch', spy_epoch)
     config = tiny_config(**{'analyses': ('retraining',), 'noise.ratios': (0.5,)})
-    config.analysis.retraining.update(epochs=2, peak_epoch=1.0, batch_size=8, stages=(stage,), batchnorm=batchnorm)
+    config.analysis.retraining.update(epochs=2, peak_epoch=1.0, batch_size=8, units=(stage,), batchnorm=batchnorm)
     run_analyses(config, noisy_run, log=quiet)
 
     start, end = seen['start'], seen['end']
@@ -116,7 +119,7 @@ def test_gradient_accounting_matches_numpy_on_a_tiny_model():
     noisy = np.arange(12) % 4 == 0
     g_c, g_n, _, _ = split_gradients(model, variables, jnp.asarray(x, jnp.float32), jnp.asarray(y),
                                      jnp.asarray(noisy), 1.0 / 12)
-    stats = jax.tree_util.tree_map(float, stage_statistics(g_c, g_n))
+    stats = unit_statistics(layer_sums(model, g_c, g_n), model.units('layer'))
     p = jax.tree_util.tree_map(lambda a: np.asarray(a, np.float64), variables['params'])
     pre = x @ p['fc1']['dense']['kernel'] + p['fc1']['dense']['bias']
     h = np.maximum(pre, 0)
@@ -138,6 +141,13 @@ def test_gradient_accounting_matches_numpy_on_a_tiny_model():
         assert stats[stage]['noisy_norm'] == pytest.approx(np.linalg.norm(n) / root, rel=1e-4)
         assert stats[stage]['total_norm'] == pytest.approx(np.linalg.norm(c + n) / root, rel=1e-4)
         assert stats[stage]['cosine'] == pytest.approx(c @ n / np.linalg.norm(c) / np.linalg.norm(n), abs=1e-4)
+    # A unit of two layers (a P3 group such as layer1) is the concatenation of its layers' gradients.
+    group = Unit('both', (('fc1',), ('fc2',)), ('fc1', 'fc2'), 'fc2')
+    both = unit_statistics(layer_sums(model, g_c, g_n), [group])['both']
+    c, n = np.concatenate([clean['fc1'], clean['fc2']]), np.concatenate([noise['fc1'], noise['fc2']])
+    assert both['clean_norm'] == pytest.approx(np.linalg.norm(c) / np.sqrt(c.size), rel=1e-4)
+    assert both['total_norm'] == pytest.approx(np.linalg.norm(c + n) / np.sqrt(c.size), rel=1e-4)
+    assert both['cosine'] == pytest.approx(c @ n / np.linalg.norm(c) / np.linalg.norm(n), abs=1e-4)
 
 
 def test_a_replica_that_stopped_writes_no_gradient_rows(tmp_path, monkeypatch):
@@ -147,4 +157,26 @@ def test_a_replica_that_stopped_writes_no_gradient_rows(tmp_path, monkeypatch):
     rows = open_run(path).directory.read_metrics('gradients.jsonl')
     epochs = {r: sorted({row['epoch'] for row in rows if row['replica'] == r}) for r in (0, 1)}
     assert epochs == {0: [1, 2, 3], 1: [1]}
-    assert all(row['source'] == 'training' for row in rows)
+    assert all(set(row) >= {'layer', 'clean_sq', 'noisy_sq', 'dot', 'count'} for row in rows)
+
+
+@pytest.mark.parametrize('batchnorm', ['live', 'frozen'])
+def test_retraining_one_conv_inside_a_residual_block_leaves_its_neighbour_bit_identical(batchnorm):
+    model = build_model('resnet9', 3, width=4)
+    unit = {u.name: u for u in model.units('p3_groups')}['layer3.conv_bn1']
+    variables = model.init(jax.random.PRNGKey(0), (16, 16, 3))
+    stacked = jax.tree_util.tree_map(lambda x: x[None], variables)
+    trainer = StageTrainer(model, np.zeros(3), np.ones(3), unit, optax.sgd(0.1), 8, 'loop', 1, batchnorm=batchnorm)
+    start, opt = trainer.prepare(stacked)
+    pool = jnp.asarray(np.random.default_rng(0).integers(0, 255, (32, 16, 16, 3)), jnp.uint8)
+    labels = jnp.asarray(np.random.default_rng(1).integers(0, 3, (1, 32)), jnp.int32)
+    end, _, _ = trainer.epoch(start, opt, pool, labels, [np.arange(32)], 1)
+    layer3 = lambda tree, name: tree['layer3'][name]
+    assert not _equal(layer3(end['params'], 'conv_bn1'), layer3(start['params'], 'conv_bn1'))
+    assert _equal(layer3(end['params'], 'conv_bn2'), layer3(start['params'], 'conv_bn2'))
+    for stage in model.stage_names:
+        if stage != 'layer3':
+            assert _equal(end['params'][stage], start['params'][stage]), stage
+    assert not _equal(layer3(end['batch_stats'], 'conv_bn1'), layer3(start['batch_stats'], 'conv_bn1'))
+    others_same = _equal(layer3(end['batch_stats'], 'conv_bn2'), layer3(start['batch_stats'], 'conv_bn2'))
+    assert others_same == (batchnorm == 'frozen')

@@ -1,13 +1,16 @@
-"""Training exactly one stage of K models, every other stage frozen.
+"""Training exactly one unit (a stage, a layer or a P3 layer group) of K models, the rest frozen.
 
 Shared by layer fine-tuning (P2 appendix A.1) and layer retraining (P3 5.2).
-Freezing goes through the optimizer (`memjax.train.freezing`): the stage's
+The unit is a `memjax.models.units.Unit` (a stage name means that stage).
+Freezing goes through the optimizer (`memjax.train.freezing`): the unit's
 params get the optimizer, the others `set_to_zero` and `stop_gradient`, and
 come back bit-identical. BatchNorm during training, `batchnorm`:
 
-- 'frozen': the trained stage runs in training mode (batch statistics, its
-  running statistics update), every other stage in evaluation mode (running
-  statistics used and left unchanged);
+- 'frozen': the stages holding the unit run in training mode (batch
+  statistics), every other stage in evaluation mode (running statistics used);
+  only the unit's running statistics are updated (for a unit inside a
+  residual block, the block's other BatchNorm layers also use batch
+  statistics in the forward pass, but keep their running statistics);
 - 'live' (P3's retraining: the whole network in training mode): every
   BatchNorm uses batch statistics and updates its running statistics on the
   training batches; still only the trained stage's params change.
@@ -40,6 +43,8 @@ import optax
 from memjax.data.pipeline import normalize
 from memjax.errors import ConfigError
 from memjax.models import StagedModel
+from memjax.models.layer_index import get_subtree, set_subtree
+from memjax.models.units import Unit
 from memjax.train import freezing
 from memjax.analysis.lifting import Lifted
 
@@ -50,19 +55,32 @@ def _where(active, new, old):
     return jax.tree_util.tree_map(lambda a, b: jnp.where(active, a, b), new, old)
 
 
+def _take_paths(old: dict, new: dict, paths, active) -> dict:
+    """`old` with the subtrees at `paths` (those present) replaced by `where(active, new, old)`."""
+    out = old
+    for path in paths:
+        before, after = get_subtree(old, path), get_subtree(new, path)
+        if before is not None:
+            out = set_subtree(out, path, _where(active, after, before))
+    return out
+
+
 class StageTrainer:
     """One stage of K models trained on per-model example sets (see module doc)."""
 
-    def __init__(self, model: StagedModel, mean, std, stage: str, tx: optax.GradientTransformation,
+    def __init__(self, model: StagedModel, mean, std, unit: str | Unit, tx: optax.GradientTransformation,
                  batch_size: int, strategy: str, size: int, seed: int = 0, batchnorm: str = 'frozen'):
         if batchnorm not in BATCHNORM_MODES:
             raise ValueError(f'batchnorm {batchnorm!r} is not one of {BATCHNORM_MODES}')
         self.model, self.batch_size, self.seed, self.batchnorm = model, batch_size, seed, batchnorm
-        self.index = model.stage_index(stage)
-        self.stage = model.stage_names[self.index]
+        if not isinstance(unit, Unit):
+            unit = model.units('stage')[model.stage_index(unit)]
+        self.unit = unit
+        self.stage = unit.name  # its name, in messages
+        self.unit_stages = {path[0] for path in unit.paths}
         self.mean, self.std = jnp.asarray(mean), jnp.asarray(std)
-        self.labels = {name: freezing.TRAIN if name == self.stage else freezing.FROZEN
-                       for name in model.stage_names}
+        shapes = jax.eval_shape(lambda key: model.init(key, model.example_shape), jax.random.PRNGKey(0))  # keys only
+        self.labels = freezing.unit_labels(shapes['params'], unit.paths)
         self.tx = freezing.masked_optimizer(tx, self.labels)
         self.lift = Lifted(strategy, size)
 
@@ -71,10 +89,12 @@ class StageTrainer:
         if self.batchnorm == 'live' or not train_stage:
             run = self.model.apply(variables, x, train=train_stage)
             return run.output, run.batch_stats
-        l = self.index
-        h = self.model.apply(variables, x, stop=l).output
-        run = self.model.apply(variables, h, start=l, stop=l + 1, train=train_stage)
-        return self.model.apply(variables, run.output, start=l + 1).output, run.batch_stats
+        stats = variables.get('batch_stats', {})
+        for i, name in enumerate(self.model.stage_names):
+            run = self.model.apply({**variables, 'batch_stats': stats}, x, start=i, stop=i + 1,
+                                   train=name in self.unit_stages)
+            x, stats = run.output, run.batch_stats
+        return x, _take_paths(variables.get('batch_stats', {}), stats, self.unit.paths, True)
 
     def _step(self, variables, opt_state, pool, labels, idx, weights, active):
         x = normalize(pool[idx], self.mean, self.std, self.model.dtype)
@@ -89,9 +109,7 @@ class StageTrainer:
         (loss, batch_stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(variables['params'])
         updates, new_opt = self.tx.update(grads, opt_state, variables['params'])
         params = freezing.apply_updates(variables['params'], updates, self.labels)
-        stage = self.stage
-        new_params = dict(variables['params'])
-        new_params[stage] = _where(active, params[stage], variables['params'][stage])
+        new_params = _take_paths(variables['params'], params, self.unit.paths, active)
         new_stats = _where(active, batch_stats, variables['batch_stats'])
         return ({'params': new_params, 'batch_stats': new_stats}, _where(active, new_opt, opt_state),
                 jnp.where(active, loss, 0.0))

@@ -71,11 +71,11 @@ def intercept_layers(stage: str, masks: dict, capture, features: dict, seen: lis
         yield
 
 
-def enumerate_layers(model, input_shape=(32, 32, 3)) -> tuple[LayerInfo, ...]:
+def enumerate_layers(model, input_shape) -> tuple[LayerInfo, ...]:
     """Every layer of `model` in forward order (shapes only; nothing is computed).
 
-    Layer names and channel counts do not depend on the input's size, so a
-    32x32x3 input stands for every data set.
+    Layer names and channel counts do not depend on the input's size, so one
+    example shape (the model's `example_shape`) stands for every data set.
     """
     found: list[LayerInfo] = []
 

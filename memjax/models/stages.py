@@ -72,12 +72,16 @@ class StagedModel:
         `module(x, train=bool)`.
       num_classes: size of the output layer.
       dtype: compute dtype (parameters stay float32).
+      example_shape: an input shape the model accepts, for finding its layers
+        and variable names without data (names and channel counts do not
+        depend on the image size).
     """
 
     name: str
     stages: tuple[tuple[str, nn.Module], ...]
     num_classes: int
     dtype: Any = jnp.float32
+    example_shape: tuple[int, ...] = (32, 32, 3)
 
     @property
     def stage_names(self) -> tuple[str, ...]:
@@ -90,7 +94,7 @@ class StagedModel:
     @functools.cached_property
     def layers(self) -> tuple[LayerInfo, ...]:
         """Every layer (conv+BN, linear, ViT embedding/block) in forward order; see `layer_index`."""
-        return layer_index.enumerate_layers(self)
+        return layer_index.enumerate_layers(self, self.example_shape)
 
     @property
     def layer_names(self) -> tuple[str, ...]:

@@ -26,27 +26,27 @@ def _heat(ax, matrix, rows, cols, title):
     return image
 
 
-def rewinding_heatmaps(path: str, rows: list[dict], stages: Sequence[str], epochs: Sequence[int],
+def rewinding_heatmaps(path: str, rows: list[dict], units: Sequence[str], epochs: Sequence[int],
                        ratio: float) -> None:
-    """Accuracy after rewinding one stage (rows) to an epoch (columns), mean over seeds."""
+    """Accuracy after rewinding one unit (rows) to an epoch (columns), mean over seeds."""
     metrics = [('clean_accuracy', 'clean training accuracy'), ('test_accuracy', 'test accuracy')]
     if ratio > 0:
         metrics.insert(1, ('memorization_accuracy', 'memorization accuracy (noisy labels)'))
-    fig, axes = plt.subplots(1, len(metrics), figsize=(4.2 * len(metrics), 0.35 * len(stages) + 2), squeeze=False)
+    fig, axes = plt.subplots(1, len(metrics), figsize=(4.2 * len(metrics), 0.35 * len(units) + 2), squeeze=False)
     image = None
     for ax, (metric, title) in zip(axes[0], metrics):
-        matrix = np.array([[_mean([r[metric] for r in rows if r['mode'] == 'single' and r['stage'] == stage
-                                   and r['epoch'] == e]) for e in epochs] for stage in stages])
-        image = _heat(ax, matrix, stages, epochs, title)
+        matrix = np.array([[_mean([r[metric] for r in rows if r['mode'] == 'single' and r['unit'] == unit
+                                   and r['epoch'] == e]) for e in epochs] for unit in units])
+        image = _heat(ax, matrix, units, epochs, title)
     fig.colorbar(image, ax=axes[0].tolist(), fraction=0.02)
-    fig.suptitle(f'Rewinding one stage (params and BatchNorm statistics) of the final model, r={ratio:g}',
+    fig.suptitle(f'Rewinding one unit (params and BatchNorm statistics) of the final model, r={ratio:g}',
                  fontsize=10)
     fig.savefig(path, dpi=120, bbox_inches='tight')
     plt.close(fig)
 
 
-def rewinding_last_k(path: str, rows: list[dict], num_stages: int, epochs: Sequence[int]) -> None:
-    """Test and memorization accuracy after rewinding the last k stages, one line per k, per r."""
+def rewinding_last_k(path: str, rows: list[dict], num_units: int, epochs: Sequence[int]) -> None:
+    """Test and memorization accuracy after rewinding the last k units, one line per k, per r."""
     ratios = sorted({r['noise_ratio'] for r in rows})
     cmap = plt.get_cmap('plasma')
     fig, axes = plt.subplots(2, len(ratios), figsize=(4 * len(ratios), 6), squeeze=False)
@@ -54,42 +54,42 @@ def rewinding_last_k(path: str, rows: list[dict], num_stages: int, epochs: Seque
         for i, (metric, label) in enumerate((('test_accuracy', 'test accuracy'),
                                              ('memorization_accuracy', 'memorization accuracy'))):
             ax = axes[i, j]
-            for k in range(1, num_stages):
-                curve = [_mean([r[metric] for r in rows if r['mode'] == 'last_k' and r['stage'] == str(k)
+            for k in range(1, num_units):
+                curve = [_mean([r[metric] for r in rows if r['mode'] == 'last_k' and r['unit'] == str(k)
                                 and r['noise_ratio'] == ratio and r['epoch'] == e]) for e in epochs]
-                ax.plot(epochs, curve, color=cmap((k - 1) / max(1, num_stages - 2)), label=f'last {k}')
+                ax.plot(epochs, curve, color=cmap((k - 1) / max(1, num_units - 2)), label=f'last {k}')
             ax.set_ylim(-0.02, 1.02)
             ax.set_title(f'r={ratio:g}: {label}', fontsize=9)
             ax.set_xlabel('epoch rewound to', fontsize=8)
     axes[0, 0].legend(fontsize=6, ncol=2)
-    fig.suptitle('Rewinding the last k stages together (P5)', fontsize=10)
+    fig.suptitle('Rewinding the last k units together (P5)', fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
 
 
-def gradient_accounting(path: str, rows: list[dict], stages: Sequence[str], ratio: float,
+def gradient_accounting(path: str, rows: list[dict], units: Sequence[str], ratio: float,
                         source: str = 'training') -> None:
-    """P3 Figs. 1-2: per-stage normalised gradient norms (clean vs noisy) and their cosine, per epoch.
+    """P3 Figs. 1-2: per-unit normalised gradient norms (clean vs noisy) and their cosine, per epoch.
 
     source: 'training' (the epoch's SGD gradients) or 'checkpoints' (full-data gradient at kept epochs).
     """
     epochs = sorted({r['epoch'] for r in rows})
     cmap = plt.get_cmap('viridis')
     fig, axes = plt.subplots(1, 3, figsize=(15, 4))
-    for l, stage in enumerate(stages):
-        color = cmap(l / max(1, len(stages) - 1))
-        series = {key: [_mean([r[key] for r in rows if r['stage'] == stage and r['epoch'] == e]) for e in epochs]
+    for l, unit in enumerate(units):
+        color = cmap(l / max(1, len(units) - 1))
+        series = {key: [_mean([r[key] for r in rows if r['unit'] == unit and r['epoch'] == e]) for e in epochs]
                   for key in ('clean_norm', 'noisy_norm', 'cosine')}
-        axes[0].plot(epochs, series['clean_norm'], color=color, label=stage)
+        axes[0].plot(epochs, series['clean_norm'], color=color, label=unit)
         axes[0].plot(epochs, series['noisy_norm'], color=color, linestyle='--')
         axes[1].bar(l - 0.2, _mean(series['clean_norm']), width=0.4, color='tab:blue')
         axes[1].bar(l + 0.2, _mean(series['noisy_norm']), width=0.4, color='tab:red')
-        axes[2].plot(epochs, series['cosine'], color=color, label=stage)
+        axes[2].plot(epochs, series['cosine'], color=color, label=unit)
     axes[0].set_title('gradient norm / sqrt(#params): clean (solid), noisy (dashed)', fontsize=9)
     axes[0].set_xlabel('epoch', fontsize=8)
-    axes[1].set_xticks(range(len(stages)))
-    axes[1].set_xticklabels(stages, rotation=60, ha='right', fontsize=7)
+    axes[1].set_xticks(range(len(units)))
+    axes[1].set_xticklabels(units, rotation=60, ha='right', fontsize=7)
     axes[1].set_title('mean over epochs: clean (blue) vs noisy (red)', fontsize=9)
     axes[2].axhline(0, color='gray', linewidth=0.8)
     axes[2].set_ylim(-1.05, 1.05)
@@ -104,8 +104,8 @@ def gradient_accounting(path: str, rows: list[dict], stages: Sequence[str], rati
     plt.close(fig)
 
 
-def retraining_curves(path: str, rows: list[dict], stages: Sequence[str]) -> None:
-    """P3 Fig. 4: clean and memorization accuracy per retraining epoch, one line per retrained stage."""
+def retraining_curves(path: str, rows: list[dict], units: Sequence[str]) -> None:
+    """P3 Fig. 4: clean and memorization accuracy per retraining epoch, one line per retrained unit."""
     ratios = sorted({r['noise_ratio'] for r in rows})
     cmap = plt.get_cmap('viridis')
     fig, axes = plt.subplots(len(ratios), 2, figsize=(10, 3.4 * len(ratios)), squeeze=False)
@@ -113,23 +113,23 @@ def retraining_curves(path: str, rows: list[dict], stages: Sequence[str]) -> Non
         for j, (metric, label) in enumerate((('clean_accuracy', 'clean training accuracy'),
                                              ('memorization_accuracy', 'memorization accuracy (noisy labels)'))):
             ax = axes[i, j]
-            for l, stage in enumerate(stages):
-                epochs = sorted({r['epoch'] for r in rows if r['stage'] == stage})
-                curve = [_mean([r[metric] for r in rows if r['stage'] == stage and r['noise_ratio'] == ratio
+            for l, unit in enumerate(units):
+                epochs = sorted({r['epoch'] for r in rows if r['unit'] == unit})
+                curve = [_mean([r[metric] for r in rows if r['unit'] == unit and r['noise_ratio'] == ratio
                                 and r['epoch'] == e]) for e in epochs]
-                ax.plot(epochs, curve, marker='o', markersize=2, color=cmap(l / max(1, len(stages) - 1)),
-                        label=stage)
+                ax.plot(epochs, curve, marker='o', markersize=2, color=cmap(l / max(1, len(units) - 1)),
+                        label=unit)
             ax.set_ylim(-0.02, 1.02)
             ax.set_xlabel('retraining epoch (clean examples only)', fontsize=8)
             ax.set_title(f'r={ratio:g}: {label}', fontsize=9)
     axes[0, 0].legend(fontsize=6, ncol=2)
-    fig.suptitle('Retraining one stage from its initial weights on clean examples (P3 Fig. 4)', fontsize=10)
+    fig.suptitle('Retraining one unit from its initial weights on clean examples (P3 Fig. 4)', fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
 
 
-def neuron_counts(path: str, rows: list[dict], stages: Sequence[str], cap: int) -> None:
+def neuron_counts(path: str, rows: list[dict], units: Sequence[str], cap: int) -> None:
     """P3 Fig. 5: neurons removed until the prediction flips, accuracy after removal, where they sit."""
     colors = {'clean': 'tab:blue', 'noisy': 'tab:red'}
     fig, axes = plt.subplots(1, 3, figsize=(15, 4))
@@ -142,16 +142,16 @@ def neuron_counts(path: str, rows: list[dict], stages: Sequence[str], cap: int) 
                            f'{sum(not r["flipped"] for r in chosen)} not flipped)')
         axes[1].hist([r['accuracy_after'] for r in chosen if r['accuracy_after'] is not None], bins=20, alpha=0.5,
                      color=colors[kind], label=kind)
-        per_stage = np.array([[r[f'removed_{s}'] for s in stages] for r in chosen]).sum(0) if chosen else \
-            np.zeros(len(stages))
-        share = per_stage / max(1, per_stage.sum())
+        per_unit = np.array([[r[f'removed_{s}'] for s in units] for r in chosen]).sum(0) if chosen else \
+            np.zeros(len(units))
+        share = per_unit / max(1, per_unit.sum())
         offset = -0.2 if kind == 'clean' else 0.2
-        axes[2].bar(np.arange(len(stages)) + offset, share, width=0.4, color=colors[kind], label=kind)
+        axes[2].bar(np.arange(len(units)) + offset, share, width=0.4, color=colors[kind], label=kind)
     axes[0].set_xlabel('neurons/channels removed until the prediction flips', fontsize=8)
     axes[1].set_xlabel('training accuracy after removal', fontsize=8)
-    axes[2].set_xticks(range(len(stages)))
-    axes[2].set_xticklabels(stages, rotation=60, ha='right', fontsize=7)
-    axes[2].set_title('share of removed neurons per stage', fontsize=9)
+    axes[2].set_xticks(range(len(units)))
+    axes[2].set_xticklabels(units, rotation=60, ha='right', fontsize=7)
+    axes[2].set_title('share of removed neurons per unit', fontsize=9)
     for ax in axes:
         ax.legend(fontsize=7)
     fig.suptitle('Critical neurons (P3 Fig. 5)', fontsize=10)

@@ -13,6 +13,7 @@ import numpy as np
 import optax
 
 from memjax.models import StagedModel
+from memjax.models.layer_index import get_subtree
 
 
 def split_gradients(model: StagedModel, variables: dict, x: jax.Array, labels: jax.Array, noisy: jax.Array,
@@ -36,25 +37,48 @@ def split_gradients(model: StagedModel, variables: dict, x: jax.Array, labels: j
     return g_clean, g_noisy, batch_stats, losses
 
 
-def stage_statistics(g_clean: dict, g_noisy: dict) -> dict[str, dict[str, jax.Array]]:
-    """{stage: {clean_norm, noisy_norm, total_norm, cosine}} (norms divided by sqrt(#params))."""
+SUMS = ('clean_sq', 'noisy_sq', 'dot', 'count')
+
+
+def layer_sums(model: StagedModel, g_clean: dict, g_noisy: dict) -> dict[str, dict[str, jax.Array]]:
+    """{layer: {clean_sq, noisy_sq, dot, count}} of the two gradient parts restricted to each layer's params.
+
+    clean_sq = ||g_c||^2, noisy_sq = ||g_n||^2, dot = <g_c, g_n>, count = number of
+    parameters. Sums add over layers, so any unit (stage, layer, P3 group) gets its
+    norms and cosine from them exactly (`unit_statistics`). Params outside every
+    layer do not exist (tests/layer_api_test.py).
+    """
     out = {}
-    for stage in g_clean:
-        c = jnp.concatenate([x.ravel() for x in jax.tree_util.tree_leaves(g_clean[stage])])
-        n = jnp.concatenate([x.ravel() for x in jax.tree_util.tree_leaves(g_noisy[stage])])
-        root = jnp.sqrt(jnp.asarray(c.size, jnp.float32))
-        cn, nn = jnp.linalg.norm(c), jnp.linalg.norm(n)
-        den = cn * nn
-        out[stage] = {'clean_norm': cn / root, 'noisy_norm': nn / root, 'total_norm': jnp.linalg.norm(c + n) / root,
-                      'cosine': jnp.where(den > 0, jnp.dot(c, n) / jnp.where(den > 0, den, 1.0), 0.0)}
+    for layer in model.layers:
+        c = jnp.concatenate([x.ravel() for x in jax.tree_util.tree_leaves(get_subtree(g_clean, layer.path))])
+        n = jnp.concatenate([x.ravel() for x in jax.tree_util.tree_leaves(get_subtree(g_noisy, layer.path))])
+        out[layer.name] = {'clean_sq': jnp.sum(c * c), 'noisy_sq': jnp.sum(n * n), 'dot': jnp.sum(c * n),
+                           'count': jnp.asarray(c.size, jnp.float32)}
     return out
 
 
-def rows_from_statistics(statistics, epoch: int, replicas, source: str, include=None) -> list[dict]:
-    """Rows for stacked statistics {stage: {key: [R]}}, labelled with their `source`.
+def unit_statistics(sums: dict[str, dict], units) -> dict[str, dict[str, float]]:
+    """{unit: {clean_norm, noisy_norm, total_norm, cosine}} from per-layer `layer_sums` (one replica, floats).
 
-    source: 'training' (the epoch's SGD gradients, summed during training) or
-    'checkpoints' (the full-data gradient at a kept epoch).
+    Norms are divided by sqrt(#params of the unit); the cosine is that of the
+    unit's clean and noisy parts (0 when either is 0).
+    """
+    out = {}
+    for unit in units:
+        total = {key: sum(float(sums[layer][key]) for layer in unit.layers) for key in SUMS}
+        root = np.sqrt(total['count'])
+        cn, nn = np.sqrt(total['clean_sq']), np.sqrt(total['noisy_sq'])
+        both = total['clean_sq'] + total['noisy_sq'] + 2 * total['dot']
+        out[unit.name] = {'clean_norm': cn / root, 'noisy_norm': nn / root,
+                          'total_norm': np.sqrt(max(both, 0.0)) / root,
+                          'cosine': total['dot'] / (cn * nn) if cn * nn > 0 else 0.0}
+    return out
+
+
+def rows_from_sums(sums, epoch: int, replicas, include=None) -> list[dict]:
+    """Record rows {epoch, replica, noise_ratio, seed, layer, clean_sq, noisy_sq, dot, count} for stacked
+    `layer_sums` {layer: {key: [R]}}.
+
     include: bool [R] (default all): replicas to write rows for; a replica that
     did not train this epoch (it had stopped) writes none, rather than zeros.
     """
@@ -62,8 +86,27 @@ def rows_from_statistics(statistics, epoch: int, replicas, source: str, include=
     for rep in replicas:
         if include is not None and not include[rep.index]:
             continue
-        for stage, values in statistics.items():
+        for layer, values in sums.items():
             rows.append({'epoch': epoch, 'replica': rep.index, 'noise_ratio': rep.noise_ratio, 'seed': rep.seed,
-                         'stage': stage, 'source': source,
-                         **{k: float(np.asarray(v)[rep.index]) for k, v in values.items()}})
+                         'layer': layer, **{k: float(np.asarray(v)[rep.index]) for k, v in values.items()}})
+    return rows
+
+
+def unit_rows(layer_rows: list[dict], units, granularity: str, source: str) -> list[dict]:
+    """Rows per (epoch, replica, unit) with the unit's norms and cosine, from per-layer record rows.
+
+    source: 'training' (the epoch's SGD gradients, summed during training) or
+    'checkpoints' (the full-data gradient at a kept epoch).
+    """
+    groups: dict[tuple, dict] = {}
+    meta = {}
+    for row in layer_rows:
+        key = (row['epoch'], row['replica'])
+        groups.setdefault(key, {})[row['layer']] = row
+        meta[key] = {'epoch': row['epoch'], 'replica': row['replica'], 'noise_ratio': row['noise_ratio'],
+                     'seed': row['seed']}
+    rows = []
+    for key in sorted(groups):
+        for unit, values in unit_statistics(groups[key], units).items():
+            rows.append({**meta[key], 'source': source, 'granularity': granularity, 'unit': unit, **values})
     return rows

@@ -1,8 +1,9 @@
-"""Gradient accounting (P3 section 4, Figs. 1-2), per stage, clean against noisy examples.
+"""Gradient accounting (P3 section 4, Figs. 1-2), per unit (P3's layer groups by default), clean against noisy.
 
 The training loss over a set S of examples, L = (1/|S|) sum_i l_i, splits into
 its clean and noisy parts, L = L_c + L_n with L_c = (1/|S|) sum_{i clean} l_i,
-so grad L = g_c + g_n exactly. For every stage l (params theta_l):
+so grad L = g_c + g_n exactly. For every unit l (params theta_l; `granularity`,
+see `memjax.analysis.localization.layer_groups`):
 
 - clean_norm = ||g_c restricted to theta_l|| / sqrt(#theta_l), noisy_norm likewise;
 - cosine = cos(g_c, g_n) on theta_l (the mean clean and mean noisy gradients
@@ -16,7 +17,8 @@ training step, without touching the running statistics.
 Two ways to get the numbers:
 - during training (`train.gradient_accounting=True`): g_c and g_n of every
   step are summed over the epoch (the contribution each part made to that
-  epoch's updates) and written to gradients.jsonl in the run directory;
+  epoch's updates) and written to gradients.jsonl in the run directory, one
+  row per layer;
 - from checkpoints (the `gradients` analysis): the full-training-set gradient
   at each kept epoch (not the paper's quantity, which is the epoch's SGD
   gradients; for runs trained without accounting).
@@ -41,17 +43,21 @@ from memjax.data.pipeline import normalize
 from memjax.report import p3_plots
 from memjax.report.tables import write_csv
 from memjax.run import Run
-from memjax.train.gradient_split import rows_from_statistics, split_gradients, stage_statistics
+from memjax.analysis.localization.layer_groups import chosen_units, granularity_setting
+from memjax.errors import RunDirectoryError
+from memjax.train.gradient_split import layer_sums, rows_from_sums, split_gradients, unit_rows
 
 NAME = 'gradients'
 
-COLUMNS = ('epoch', 'source', 'replica', 'noise_ratio', 'seed', 'stage', 'clean_norm', 'noisy_norm', 'total_norm', 'cosine')
+COLUMNS = ('epoch', 'source', 'replica', 'noise_ratio', 'seed', 'granularity', 'unit', 'clean_norm', 'noisy_norm',
+           'total_norm', 'cosine')
 
 
 @dataclasses.dataclass(frozen=True)
 class Settings(AnalysisSettings):
-    """`analysis.gradients`: clean vs noisy gradient parts per stage (P3 section 4)."""
+    """`analysis.gradients`: clean vs noisy gradient parts per unit (P3 section 4)."""
 
+    granularity: str = granularity_setting()
     source: str = setting('auto', 'auto: the training record if present', choices=('auto', 'training', 'checkpoints'))
     epochs: tuple = setting((), 'kept epochs (checkpoints source; empty: all)')
     num_train: int | None = setting(None, 'training examples used (checkpoints source; None: all)')
@@ -90,9 +96,9 @@ def gradients_from_checkpoints(run: Run, s: Settings, context: Context) -> list[
                         jnp.asarray(labels[:, sl]), jnp.asarray(noisy[:, sl]))
             sums = part if sums is None else jax.tree_util.tree_map(jnp.add, sums, part)
         g_c, g_n = sums
-        statistics = jax.vmap(stage_statistics)(g_c, g_n)
+        sums = jax.vmap(lambda c, n: layer_sums(model, c, n))(g_c, g_n)
         include = [stop < 0 or epoch <= stop for stop in stopped]
-        rows += rows_from_statistics(statistics, epoch, run.replicas, 'checkpoints', include)
+        rows += rows_from_sums(sums, epoch, run.replicas, include)
         bar.update(1)
     bar.close()
     return rows
@@ -104,16 +110,21 @@ def run(run: Run, s: Settings, context: Context) -> None:
     source = s.source
     if source == 'auto':
         source = 'training' if os.path.exists(record) else 'checkpoints'
-    log(f'gradients: clean vs noisy gradient per stage, from {source}')
+    units = chosen_units(run.model, s.granularity)
+    log(f'gradients: clean vs noisy gradient per unit ({s.granularity}: {len(units)} units), from {source}')
     if source == 'training':
         with open(record) as f:
-            rows = [{'source': 'training', **json.loads(line)} for line in f if line.strip()]
+            layer_rows = [json.loads(line) for line in f if line.strip()]
+        if layer_rows and 'layer' not in layer_rows[0]:
+            raise RunDirectoryError(f'{record} was written per stage by an older memjax; rerun with '
+                           '--config.analysis.gradients.source=checkpoints')
     else:
-        rows = gradients_from_checkpoints(run, s, context)
+        layer_rows = gradients_from_checkpoints(run, s, context)
+    rows = unit_rows(layer_rows, units, s.granularity, source)
     out = context.output
     write_csv(os.path.join(out, f'gradients_{source}.csv'), rows, COLUMNS)
     for ratio in sorted({r.noise_ratio for r in run.replicas if r.noise_ratio > 0}):
         p3_plots.gradient_accounting(os.path.join(context.figures, f'gradients_r{ratio:g}.png'),
-                                     [r for r in rows if r['noise_ratio'] == ratio], run.model.stage_names, ratio,
-                                     source)
+                                     [r for r in rows if r['noise_ratio'] == ratio], [u.name for u in units],
+                                     ratio, source)
     log(f'  gradients: results/gradients/gradients_{source}.csv, figures/gradients_r*.png')

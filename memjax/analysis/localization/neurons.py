@@ -1,8 +1,11 @@
 """Critical neurons (P3 section 6.1, Fig. 5): how many neurons flip one example's prediction.
 
-A "neuron" is an output channel of a conv stage or a unit of a dense stage
-(every stage but the last), removed by zeroing its activation (a 0 in the
-stage's channel mask, `StagedModel.apply(masks=...)`). For one example
+A "neuron" is an output channel of any conv layer (with its BatchNorm; both
+convs inside a residual block and the projection shortcut included) or a unit
+of any linear layer but the classifier: every layer of the model
+(`memjax.models.layer_index`) but the last. It is removed by zeroing its
+activation (a 0 in the layer's channel mask, `StagedModel.apply(masks=...)`;
+inside a residual branch the skip path is left intact). For one example
 (x, y), with y the label the model was trained on, repeat until the
 prediction flips or `max_neurons` are gone:
 
@@ -21,19 +24,22 @@ first order, `score`:
   stage indexed by the stage's output channel (ConvBN: the conv kernel's
   output slice and BatchNorm scale and bias; Dense: the kernel column and the
   bias). Zeroing all of them zeroes the channel exactly, and this is the
-  first-order change of J when they are zeroed. (In a residual stage this
-  sums the channel of every conv inside it: exact only for ConvBN/Dense stages
-  until the per-layer model API exists.)
+  first-order change of J when they are zeroed. (For a ViT block, whose
+  output includes its input, it sums the parameters with that output axis.)
 - 'mask_grad': -dJ/dm_j, the gradient with respect to the channel's mask entry.
 
-The prediction flip is checked with the model itself (no input noise). Many
-examples are searched at once: the step is vmapped over examples, each with
-its own mask.
+The prediction flip is checked through the same noise-averaged classifier
+Fbar that ranks the neurons (P3's code, after its September 2023 fix, tests
+argmax of the noise-averaged output), on fresh noise; an example enters the
+search only if Fbar predicts its label before any removal. Many examples are
+searched at once: the step is vmapped over examples, each with its own mask.
 
 Recorded per example: the count, whether it flipped, whether the search hit
 `max_neurons` without a flip (censored: its count is only known to be larger
-than the cap), the stages the removed neurons sit in, and training accuracy
-on a fixed subset after removal. Per replica: censored counts, mean counts of
+than the cap), how many removed neurons sit in each unit (P3's layer groups
+by default, `granularity`; P3 Fig. 5), and the accuracy of the plain model on
+the rest of the training set (a fixed random subset, the searched examples
+excluded) before and after the removal. Per replica: censored counts, mean counts of
 the flipped (uncensored) examples, and the AUC of (-count) as a detector of
 mislabelled examples with the censoring explicit (`censored_auc`). P3 reports
 15.7 vs 5.1 neurons and AUC 0.89.
@@ -48,9 +54,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from memjax.data.pipeline import normalize
+from memjax.analysis.localization.layer_groups import chosen_units, granularity_setting
 from memjax.analysis.settings import AnalysisSettings, Context, setting
+from memjax.data.pipeline import normalize
 from memjax.models import StagedModel
+from memjax.models.layer_index import get_subtree
 from memjax.report import p3_plots
 from memjax.report.tables import write_csv
 from memjax.run import Run
@@ -76,7 +84,8 @@ class Settings(AnalysisSettings):
                          'code); mask_grad: gradient at the neuron\'s activation mask', choices=SCORES)
     noise_copies: int = setting(5, 'noisy copies in the averaged classifier')
     reference_batch: int = setting(32, 'random training examples in the objective\'s mean loss')
-    accuracy_examples: int = setting(256, 'training subset for the accuracy after removal')
+    accuracy_examples: int = setting(256, 'training examples (not searched) for the accuracy before/after removal')
+    granularity: str = granularity_setting()
     parallel: int = setting(64, 'examples searched at once (vmap)')
     seed: int = setting(0, 'seed of the example choice and input noise')
 
@@ -84,10 +93,14 @@ class Settings(AnalysisSettings):
         self.positive('max_neurons', 'noise_copies', 'reference_batch', 'accuracy_examples', 'parallel')
 
 
-def full_masks(model: StagedModel, variables: dict, example_shape: tuple) -> dict:
-    """{stage: ones [C]} for every stage but the last."""
-    run = jax.eval_shape(lambda v: model.apply(v, jnp.zeros((1, *example_shape)), capture=True), variables)
-    return {name: jnp.ones(run.features[name].shape[-1], jnp.float32) for name in model.stage_names[:-1]}
+def candidate_layers(model: StagedModel) -> tuple:
+    """The layers whose output channels are candidate neurons: every layer but the classifier."""
+    return model.layers[:-1]
+
+
+def full_masks(model: StagedModel) -> dict:
+    """{layer: ones [C]} for every candidate layer."""
+    return {layer.name: jnp.ones(layer.channels, jnp.float32) for layer in candidate_layers(model)}
 
 
 def input_noise(key, x, copies: int, mode: str, scale: float, std: float):
@@ -112,7 +125,7 @@ def _averaged_log_probs(model, variables, x, masks, key, settings):
 
 
 def channel_scores(params: dict, grads: dict, channels: int) -> jax.Array:
-    """[C]: sum of theta x gradient over a stage's parameters indexed by its output channel (last axis)."""
+    """[C]: sum of theta x gradient over a layer's parameters indexed by its output channel (last axis)."""
     total = jnp.zeros(channels, jnp.float32)
     for p, g in zip(jax.tree_util.tree_leaves(params), jax.tree_util.tree_leaves(grads)):
         if p.ndim >= 1 and p.shape[-1] == channels:
@@ -135,7 +148,9 @@ def _search_step(model, variables, settings: Settings, masks, done, count, x, y,
         raw = {n: -grads[n] for n in names}
     else:
         grads = jax.grad(objective)(variables['params'], masks)
-        raw = {n: -channel_scores(variables['params'][n], grads[n], masks[n].shape[0]) for n in names}
+        paths = {layer.name: layer.path for layer in candidate_layers(model)}
+        raw = {n: -channel_scores(get_subtree(variables['params'], paths[n]), get_subtree(grads, paths[n]),
+                                  masks[n].shape[0]) for n in names}
     scores = jnp.concatenate([jnp.where(masks[n] > 0, raw[n], -jnp.inf) for n in names])
     best = jnp.argmax(scores)
     flat = jnp.concatenate([masks[n] for n in names])
@@ -143,7 +158,8 @@ def _search_step(model, variables, settings: Settings, masks, done, count, x, y,
     sizes = np.cumsum([0] + [masks[n].shape[0] for n in names])
     new_masks = {n: flat[sizes[i]:sizes[i + 1]] for i, n in enumerate(names)}
     count = jnp.where(done, count, count + 1)
-    prediction = jnp.argmax(model.apply(variables, x[None], masks=new_masks).output[0])
+    prediction = jnp.argmax(_averaged_log_probs(model, variables, x[None], new_masks, jax.random.fold_in(key, 2),
+                                                settings)[0])
     return new_masks, done | (prediction != y), count
 
 
@@ -152,10 +168,14 @@ def critical_neuron_search(model: StagedModel, variables: dict, x: jax.Array, y:
     """Greedy removal for every example of x: [E, ...] (normalised) with labels y: [E].
 
     ref_x: [M, ...], ref_y: [M] a pool the reference batches are drawn from.
-    Returns {'count' [E], 'flipped' [E], 'initially_correct' [E], 'masks' {stage: [E, C]}}.
+    Returns {'count' [E], 'flipped' [E], 'initially_correct' [E] (by the noise-averaged classifier),
+    'masks' {layer: [E, C]}}.
     """
-    start = full_masks(model, variables, x.shape[1:])
-    predictions = jnp.argmax(model.apply(variables, x).output, -1)
+    start = full_masks(model)
+    averaged = jax.jit(lambda v, x, k: _averaged_log_probs(model, v, x, None, k, settings))
+    predictions = jnp.concatenate([jnp.argmax(averaged(variables, x[lo:lo + settings.parallel],
+                                                       jax.random.fold_in(key, 2_000_003 + lo)), -1)
+                                   for lo in range(0, x.shape[0], settings.parallel)])
     initially_correct = np.asarray(predictions == y)
     step = jax.jit(jax.vmap(lambda v, m, d, c, xi, yi, rx, ry, k: _search_step(model, v, settings, m, d, c,
                                                                               xi, yi, rx, ry, k),
@@ -183,7 +203,7 @@ def critical_neuron_search(model: StagedModel, variables: dict, x: jax.Array, y:
 
 def accuracy_after_removal(model: StagedModel, variables: dict, masks: dict, x: jax.Array, y: jax.Array,
                            parallel: int = 64) -> np.ndarray:
-    """Accuracy on (x [M, ...], y [M]) of the model with each example's masks {stage: [E, C]}: [E]."""
+    """Accuracy on (x [M, ...], y [M]) of the model with each example's masks {layer: [E, C]}: [E]."""
     acc = jax.jit(jax.vmap(lambda v, m, x, y: jnp.mean(jnp.argmax(model.apply(v, x, masks=m).output, -1) == y),
                            in_axes=(None, 0, None, None)))
     count = next(iter(masks.values())).shape[0]
@@ -237,7 +257,9 @@ def run(run: Run, s: Settings, context: Context) -> None:
     final_epoch = run.final_epoch()
     rng = np.random.default_rng(s.seed)
     images = jnp.asarray(normalize(data.train_images, data.mean, data.std))
-    stages = model.stage_names[:-1]
+    units = [u for u in chosen_units(model, s.granularity)
+             if set(u.layers) & {layer.name for layer in candidate_layers(model)}]
+    stages = [u.name for u in units]
     rows, summary = [], []
     log(f'neurons: {s.num_clean} clean + {s.num_noisy} noisy examples x {len(noisy_replicas)} replicas, '
         f'at most {s.max_neurons} neurons each')
@@ -250,9 +272,14 @@ def run(run: Run, s: Settings, context: Context) -> None:
         kinds = ['clean'] * len(chosen['clean']) + ['noisy'] * len(chosen['noisy'])
         result = critical_neuron_search(model, variables, images[index], jnp.asarray(labels[index]), images,
                                         jnp.asarray(labels), s, jax.random.PRNGKey(s.seed + rep.index))
-        subset = rng.permutation(labels.size)[:s.accuracy_examples]
+        rest = np.setdiff1d(np.arange(labels.size), index)
+        subset = rng.permutation(rest)[:s.accuracy_examples]
         after = accuracy_after_removal(model, variables, result['masks'], images[subset], jnp.asarray(labels[subset]),
                                        s.parallel)
+        before = float(np.mean(np.asarray(jnp.argmax(model.apply(variables, images[subset]).output, -1))
+                               == labels[subset]))
+        removed = {u.name: sum(np.sum(result['masks'][layer] == 0, axis=1) for layer in u.layers
+                               if layer in result['masks']) for u in units}
         for j, example in enumerate(index):
             if not result['initially_correct'][j]:
                 continue
@@ -260,8 +287,9 @@ def run(run: Run, s: Settings, context: Context) -> None:
             rows.append({**run.row(rep.index), 'kind': kinds[j],
                          'example': int(example), 'neurons': int(result['count'][j]), 'flipped': flipped,
                          'censored': not flipped,
-                         'accuracy_after': float(after[j]),
-                         **{f'removed_{st}': int(np.sum(result['masks'][st][j] == 0)) for st in stages}})
+                         'accuracy_before': before, 'accuracy_after': float(after[j]),
+                         'accuracy_drop': before - float(after[j]), 'granularity': s.granularity,
+                         **{f'removed_{name}': int(removed[name][j]) for name in stages}})
         mine = {k: [r for r in rows if r['replica'] == rep.index and r['kind'] == k] for k in ('clean', 'noisy')}
         counts = {k: np.array([r['neurons'] for r in v]) for k, v in mine.items()}
         censored = {k: np.array([not r['flipped'] for r in v], bool) for k, v in mine.items()}
@@ -272,6 +300,8 @@ def run(run: Run, s: Settings, context: Context) -> None:
             row[f'searched_{k}'] = int(counts[k].size)
             row[f'censored_{k}'] = int(censored[k].sum())
             row[f'mean_neurons_{k}'] = float(np.mean(flipped)) if flipped.size else None
+            drops = [r['accuracy_drop'] for r in mine[k] if r['flipped']]
+            row[f'mean_accuracy_drop_{k}'] = float(np.mean(drops)) if drops else None
         summary.append({**row, **{f'{key}_noisy_detection' if key.startswith('auc') else f'{key}_pairs': value
                                   for key, value in auc.items()}})
         log(f"  r={rep.noise_ratio:g} seed {rep.seed}: flipped after {row['mean_neurons_clean']} (clean) / "
@@ -280,11 +310,12 @@ def run(run: Run, s: Settings, context: Context) -> None:
             f"noisy; AUC {auc['auc']:.3f} (bounds {auc['auc_low']:.3f}-{auc['auc_high']:.3f})")
     out = context.output
     write_csv(os.path.join(out, 'neurons.csv'), rows,
-              ('replica', 'noise_ratio', 'seed', 'kind', 'example', 'neurons', 'flipped', 'censored', 'accuracy_after',
-               *[f'removed_{st}' for st in stages]))
+              ('replica', 'noise_ratio', 'seed', 'kind', 'example', 'neurons', 'flipped', 'censored', 'accuracy_before',
+               'accuracy_after', 'accuracy_drop', 'granularity', *[f'removed_{st}' for st in stages]))
     write_csv(os.path.join(out, 'summary.csv'), summary,
               ('replica', 'noise_ratio', 'seed', 'score', 'cap', 'searched_clean', 'censored_clean', 'mean_neurons_clean',
-               'searched_noisy', 'censored_noisy', 'mean_neurons_noisy', 'auc_noisy_detection',
+               'mean_accuracy_drop_clean', 'searched_noisy', 'censored_noisy', 'mean_neurons_noisy',
+               'mean_accuracy_drop_noisy', 'auc_noisy_detection',
                'auc_low_noisy_detection', 'auc_high_noisy_detection', 'auc_determined_noisy_detection',
                'undetermined_pairs'))
     p3_plots.neuron_counts(os.path.join(context.figures, 'neurons.png'), rows, stages, s.max_neurons)

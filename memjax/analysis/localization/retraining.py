@@ -1,17 +1,17 @@
 """Layer retraining (P3 section 5.2, Fig. 4).
 
-For every noisy replica and every stage: reset that stage (params and
-BatchNorm statistics) to its initial state (the epoch-0 checkpoint), then
-train ONLY that stage on the replica's CLEAN examples, every other stage
-frozen through the optimizer (`memjax.analysis.stage_training`), with SGD and
+For every noisy replica and every unit (P3's layer groups by default,
+`granularity`; see `layer_groups`): reset that unit (params and BatchNorm
+statistics) to its initial state (the epoch-0 checkpoint), then train ONLY
+that unit on the replica's CLEAN examples, everything else frozen through the
+optimizer (`memjax.analysis.stage_training`), with SGD and
 a one-cycle schedule (20 epochs, peak 0.1 at epoch 10, batch 512 by
 default, as P3). BatchNorm (`batchnorm`, named in every result row):
 'live' (default, P3: "the batch norm running statistics are allowed to be
 updated"): the whole network runs in training mode, every BatchNorm uses
 batch statistics and updates its running statistics on the clean batches;
-'frozen': only the retrained stage's BatchNorm does, every other stage runs
-in evaluation mode with its statistics unchanged. Either way only the
-retrained stage's params change.
+'frozen': only the retrained unit's stages run in training mode and only its
+running statistics update. Either way only the retrained unit's params change.
 After every epoch: clean training accuracy, memorization accuracy (noisy
 examples against their noisy labels: can the network still predict them
 without having trained on them?), noisy examples against the true labels, and
@@ -31,6 +31,7 @@ import optax
 
 from memjax.analysis.evaluation import training_metrics
 from memjax.analysis.lifting import STRATEGIES
+from memjax.analysis.localization.layer_groups import chosen_units, granularity_setting
 from memjax.analysis.settings import AnalysisSettings, Context, setting
 from memjax.analysis.stage_training import BATCHNORM_MODES, StageTrainer
 from memjax.errors import ConfigError
@@ -44,8 +45,9 @@ NAME = 'retraining'
 
 @dataclasses.dataclass(frozen=True)
 class Settings(AnalysisSettings):
-    """`analysis.retraining`: one stage reset to epoch 0 and retrained on clean examples (P3 section 5.2)."""
+    """`analysis.retraining`: one unit reset to epoch 0 and retrained on clean examples (P3 section 5.2)."""
 
+    granularity: str = granularity_setting()
     epochs: int = setting(20, 'retraining epochs (P3: 20, one-cycle peaking at epoch 10)')
     peak_epoch: float = setting(10.0, 'epoch of the one-cycle peak')
     learning_rate: float = setting(0.1, 'peak learning rate')
@@ -53,9 +55,9 @@ class Settings(AnalysisSettings):
     weight_decay: float = setting(5e-4, 'weight decay')
     batch_size: int = setting(512, 'retraining batch size (P3: 512)')
     batchnorm: str = setting('live', 'live: whole network in training mode, every BatchNorm updates its running '
-                             'statistics on the clean data (P3); frozen: only the retrained stage\'s do',
+                             'statistics on the clean data (P3); frozen: only the retrained unit\'s do',
                              choices=BATCHNORM_MODES)
-    stages: tuple = setting((), 'stages to retrain, one at a time (empty: all)')
+    units: tuple = setting((), 'units (of the granularity) to retrain, one at a time (empty: all)')
     num_train: int | None = setting(None, 'training examples evaluated each epoch (None: all)')
     strategy: str = setting('loop', 'vmap or loop over the noisy replicas', choices=STRATEGIES)
     seed: int = setting(0, 'seed of the batch order')
@@ -64,7 +66,7 @@ class Settings(AnalysisSettings):
         self.positive('epochs', 'batch_size')
 
     def check_model(self, model) -> None:
-        model.select_stages(self.stages, 'analysis.retraining.stages')
+        chosen_units(model, self.granularity, self.units, 'analysis.retraining.units')
 
     def optimizer(self, steps_per_epoch: int) -> optax.GradientTransformation:
         schedule = one_cycle(self.learning_rate, self.peak_epoch * steps_per_epoch, self.epochs * steps_per_epoch)
@@ -75,7 +77,7 @@ class Settings(AnalysisSettings):
 def run(run: Run, s: Settings, context: Context) -> None:
     model, data = run.model, run.dataset
     noisy = [r.index for r in run.noisy_replicas('retraining')]
-    stages = list(model.select_stages(s.stages, 'analysis.retraining.stages'))
+    units = chosen_units(model, s.granularity, s.units, 'analysis.retraining.units')
     n_eval = min(s.num_train or data.num_train, data.num_train)
     pool = run.image_pool('train', 'test')
     eval_pool = run.image_pool('train', 'test', limits={'train': n_eval})
@@ -88,15 +90,15 @@ def run(run: Run, s: Settings, context: Context) -> None:
     if steps_per_epoch == 0:
         raise ConfigError(f"analysis.retraining.batch_size={s.batch_size} is larger than the clean training set")
     final, initial = run.variables(run.final_epoch(), noisy), run.variables(0, noisy)
-    context.log(f'retraining: {len(stages)} stages x {len(noisy)} noisy replicas, {s.epochs} epochs on clean examples '
+    context.log(f'retraining: {len(units)} units ({s.granularity}) x {len(noisy)} noisy replicas, {s.epochs} epochs on clean examples '
                 f'each, BatchNorm {s.batchnorm}')
 
     rows = []
-    bar = context.progress(len(stages) * s.epochs, 'retraining epochs')
-    for stage in stages:
-        trainer = StageTrainer(model, data.mean, data.std, stage, s.optimizer(steps_per_epoch), s.batch_size,
+    bar = context.progress(len(units) * s.epochs, 'retraining epochs')
+    for unit in units:
+        trainer = StageTrainer(model, data.mean, data.std, unit, s.optimizer(steps_per_epoch), s.batch_size,
                                s.strategy, len(noisy), s.seed, batchnorm=s.batchnorm)
-        start = model.replace_stage(final, stage, model.stage_variables(initial, stage))
+        start = model.replace_unit(final, unit, initial)
         variables, opt_state = trainer.prepare(start)
         for epoch in range(s.epochs + 1):
             if epoch > 0:
@@ -109,13 +111,14 @@ def run(run: Run, s: Settings, context: Context) -> None:
                 metrics = training_metrics(train[k], run.noise['labels'][i, :n_eval],
                                            run.noise['true_labels'][:n_eval], masks[k, :n_eval],
                                            test[k], data.test_labels)
-                rows.append({'stage': stage, 'epoch': epoch, 'batchnorm': s.batchnorm, **run.row(i), **metrics})
-        context.log(f'  retraining {stage}: clean {rows[-1]["clean_accuracy"]:.3f}, '
+                rows.append({'granularity': s.granularity, 'unit': unit.name, 'epoch': epoch,
+                             'batchnorm': s.batchnorm, **run.row(i), **metrics})
+        context.log(f'  retraining {unit.name}: clean {rows[-1]["clean_accuracy"]:.3f}, '
             f'memorization {rows[-1]["memorization_accuracy"]:.3f} after {s.epochs} epochs')
     bar.close()
     out = context.output
     write_csv(os.path.join(out, 'retraining.csv'), rows,
-              ('stage', 'epoch', 'batchnorm', 'replica', 'noise_ratio', 'seed', 'clean_accuracy', 'memorization_accuracy',
+              ('granularity', 'unit', 'epoch', 'batchnorm', 'replica', 'noise_ratio', 'seed', 'clean_accuracy', 'memorization_accuracy',
                'noisy_true_accuracy', 'train_accuracy', 'test_accuracy'))
-    p3_plots.retraining_curves(os.path.join(context.figures, 'retraining.png'), rows, stages)
+    p3_plots.retraining_curves(os.path.join(context.figures, 'retraining.png'), rows, [u.name for u in units])
     context.log('  retraining: results/retraining/retraining.csv, figures/retraining.png')

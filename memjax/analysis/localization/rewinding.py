@@ -1,16 +1,17 @@
 """Layer rewinding (P3 section 5.1, Fig. 3; P5's last-layers claim).
 
-In every replica's final model, replace ONE stage, its params AND its
-BatchNorm statistics (P3's public code forgets the statistics), with its state
-at kept epoch t (0 = initialisation), for every stage and every t; evaluate
+In every replica's final model, replace ONE unit (P3's layer groups by
+default, `granularity`; see `layer_groups`), its params AND its BatchNorm
+statistics (P3's public code forgets the statistics), with its state at kept
+epoch t (0 = initialisation), for every unit and every t; evaluate
 clean training accuracy, memorization accuracy (noisy examples against their
 noisy labels), noisy examples against their true labels, and test accuracy.
-With `last_k`, also rewind the last k stages together for k = 1 .. L-1 (P5:
+With `last_k`, also rewind the last k units together for k = 1 .. L-1 (P5:
 rewinding the final layers to an early epoch restores generalization).
 
-Written: results/rewinding/rewinding.csv (mode, stage or k, epoch, replica,
-accuracies) and figures/rewinding_r<r>.png (heatmaps stage x epoch of clean and
-memorization accuracy, P3 Fig. 3) and figures/rewinding_last_k.png.
+Written: results/rewinding/rewinding.csv (mode, granularity, unit or k, epoch,
+replica, accuracies) and figures/rewinding_r<r>.png (heatmaps unit x epoch of
+clean and memorization accuracy, P3 Fig. 3) and figures/rewinding_last_k.png.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import dataclasses
 import os
 from memjax.analysis.evaluation import Evaluator, training_metrics
 from memjax.analysis.lifting import STRATEGIES
+from memjax.analysis.localization.layer_groups import chosen_units, granularity_setting
 from memjax.analysis.settings import AnalysisSettings, Context, setting
 from memjax.report import p3_plots
 from memjax.report.tables import write_csv
@@ -29,20 +31,21 @@ NAME = 'rewinding'
 
 @dataclasses.dataclass(frozen=True)
 class Settings(AnalysisSettings):
-    """`analysis.rewinding`: stages of the final model set back to earlier epochs (P3 section 5.1)."""
+    """`analysis.rewinding`: units of the final model set back to earlier epochs (P3 section 5.1)."""
 
+    granularity: str = granularity_setting()
     epochs: tuple = setting((), 'kept epochs to rewind to (empty: all)')
     num_train: int | None = setting(None, 'training examples evaluated (None: all)')
     num_test: int | None = setting(None, 'test examples evaluated (None: all)')
-    last_k: bool = setting(True, 'also rewind the last k stages together (P5)')
+    last_k: bool = setting(True, 'also rewind the last k units together (P5)')
     strategy: str = setting('loop', 'vmap or loop over replicas', choices=STRATEGIES)
 
 
-def rewound(model, final: dict, past: dict, stages) -> dict:
-    """`final` with the given stages' params and batch_stats taken from `past` (any leading axes)."""
+def rewound(model, final: dict, past: dict, units) -> dict:
+    """`final` with the given units' params and batch_stats taken from `past` (any leading axes)."""
     out = final
-    for stage in stages:
-        out = model.replace_stage(out, stage, model.stage_variables(past, stage))
+    for unit in units:
+        out = model.replace_unit(out, unit, past)
     return out
 
 
@@ -56,9 +59,11 @@ def run(run: Run, s: Settings, context: Context) -> None:
     noise = run.noise
     evaluator = Evaluator(model, data.mean, data.std, s.strategy, len(run.replicas))
     final = run.variables(final_epoch)
-    stages = model.stage_names
-    context.log(f'rewinding: {len(stages)} stages x {len(epochs)} epochs x {len(run.replicas)} replicas on {n} train '
-        f'+ {m} test examples' + (f', and the last k stages for k = 1..{len(stages) - 1}' if s.last_k else ''))
+    units = chosen_units(model, s.granularity)
+    names = [u.name for u in units]
+    context.log(f'rewinding: {len(units)} units ({s.granularity}) x {len(epochs)} epochs x {len(run.replicas)} '
+                f'replicas on {n} train + {m} test examples'
+                + (f', and the last k units for k = 1..{len(units) - 1}' if s.last_k else ''))
 
     def rows_for(variables, mode: str, what: str, epoch: int) -> list[dict]:
         predictions = evaluator.predict(variables, pool.images)
@@ -67,28 +72,28 @@ def run(run: Run, s: Settings, context: Context) -> None:
         for i in range(len(run.replicas)):
             metrics = training_metrics(train[i], noise['labels'][i, :n], noise['true_labels'][:n],
                                        noise['noise_mask'][i, :n], test[i], data.test_labels[:m])
-            out.append({'mode': mode, 'stage': what, 'epoch': epoch, **run.row(i), **metrics})
+            out.append({'mode': mode, 'granularity': s.granularity, 'unit': what, 'epoch': epoch, **run.row(i), **metrics})
         return out
 
     rows = rows_for(final, 'none', 'none', final_epoch)
     bar = context.progress(len(epochs), 'rewinding epochs')
     for epoch in epochs:
         past = run.variables(epoch)
-        for stage in stages:
-            rows += rows_for(rewound(model, final, past, [stage]), 'single', stage, epoch)
+        for unit in units:
+            rows += rows_for(rewound(model, final, past, [unit]), 'single', unit.name, epoch)
         if s.last_k:
-            for k in range(1, len(stages)):
-                rows += rows_for(rewound(model, final, past, stages[-k:]), 'last_k', str(k), epoch)
+            for k in range(1, len(units)):
+                rows += rows_for(rewound(model, final, past, units[-k:]), 'last_k', str(k), epoch)
         bar.update(1)
     bar.close()
     out = context.output
-    columns = ('mode', 'stage', 'epoch', 'replica', 'noise_ratio', 'seed', 'clean_accuracy', 'memorization_accuracy',
+    columns = ('mode', 'granularity', 'unit', 'epoch', 'replica', 'noise_ratio', 'seed', 'clean_accuracy', 'memorization_accuracy',
                'noisy_true_accuracy', 'train_accuracy', 'test_accuracy')
     write_csv(os.path.join(out, 'rewinding.csv'), rows, columns)
     figures = context.figures
     for ratio in sorted({r.noise_ratio for r in run.replicas}):
         p3_plots.rewinding_heatmaps(os.path.join(figures, f'rewinding_r{ratio:g}.png'),
-                                    [r for r in rows if r['noise_ratio'] == ratio], stages, epochs, ratio)
+                                    [r for r in rows if r['noise_ratio'] == ratio], names, epochs, ratio)
     if s.last_k:
-        p3_plots.rewinding_last_k(os.path.join(figures, 'rewinding_last_k.png'), rows, len(stages), epochs)
+        p3_plots.rewinding_last_k(os.path.join(figures, 'rewinding_last_k.png'), rows, len(units), epochs)
     context.log('  rewinding: results/rewinding/rewinding.csv, figures/rewinding_r*.png, rewinding_last_k.png')
