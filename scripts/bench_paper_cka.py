@@ -1,4 +1,4 @@
-"""Peak memory and time of P1's CKA pass at paper scale: R ResNet-18 replicas x all stages, N test images.
+"""Peak memory and time of P1's CKA pass at paper scale: R ResNet-18 replicas x all stages (or layers), N test images.
 
 What one kept epoch of `convergence` + `noisy_vs_clean` costs with the paper
 configs' CKA settings (memjax/paper_settings.py: minibatch debiased CKA,
@@ -10,7 +10,7 @@ random uint8 images: the cost does not depend on the weights' values (the
 CKA values do: a random-init ResNet on noise images gives nearly constant
 features, which memjax's constant-feature rule turns into CKA 0).
 
-    python scripts/bench_paper_cka.py --replicas=8 --examples=10000
+    python scripts/bench_paper_cka.py --replicas=8 --examples=10000 [--granularity=layer]
 Prints JSON: seconds for the final Grams and for one epoch's pass, peak RSS (MiB).
 """
 
@@ -37,13 +37,14 @@ def main() -> None:
     parser.add_argument('--examples', type=int, default=10000)
     parser.add_argument('--minibatch', type=int, default=1000)
     parser.add_argument('--forward_batch', type=int, default=500)
+    parser.add_argument('--granularity', default='stage', choices=('stage', 'layer'))
     parser.add_argument('--out', default='bench_paper_cka.json')
     args = parser.parse_args()
     model = build_model('resnet18', 10, 64)
     variables = [model.init(jax.random.PRNGKey(i), (32, 32, 3)) for i in range(args.replicas)]
     images = np.random.default_rng(0).integers(0, 256, (args.examples, 32, 32, 3), dtype=np.uint8)
     settings = CkaSettings(num_examples=args.examples, estimator='debiased', minibatch_size=args.minibatch,
-                           forward_batch=args.forward_batch)
+                           forward_batch=args.forward_batch, granularity=args.granularity)
     settings.validate()
     maker = GramMaker(model, np.full(3, 127.0), np.full(3, 64.0), settings)
     start = time.perf_counter()
@@ -51,7 +52,7 @@ def main() -> None:
     jax.block_until_ready(finals)
     t_finals = time.perf_counter() - start
     scale = hsic_scale(args.minibatch, True)
-    sums = np.zeros((3, args.replicas, len(maker.stages)))
+    sums = np.zeros((3, args.replicas, len(maker.names)))
     start = time.perf_counter()
     for i, v in enumerate(variables):
         for gram, other in zip(maker.grams(v, images), finals[0]):  # every replica against replica 0's finals
@@ -62,10 +63,11 @@ def main() -> None:
     cka = np.where(den > 0, sums[0] / np.where(den > 0, den, 1), 0.0)  # 0: degenerate (constant) features
     result = {'date': datetime.date.today().isoformat(), 'backend': jax.default_backend(),
               'device': jax.devices()[0].device_kind, 'replicas': args.replicas, 'examples': args.examples,
-              'minibatch': args.minibatch, 'stages': len(maker.stages), 'final_grams_seconds': round(t_finals, 1),
+              'minibatch': args.minibatch, 'granularity': args.granularity, 'units': len(maker.names),
+              'final_grams_seconds': round(t_finals, 1),
               'epoch_pass_seconds': round(t_epoch, 1),
               'peak_rss_mib': round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
-              'held_final_grams_mib': round(args.replicas * len(maker.stages) * args.examples * args.minibatch
+              'held_final_grams_mib': round(args.replicas * len(maker.names) * args.examples * args.minibatch
                                             * 4 / 2 ** 20),
               'self_cka_replica0': [round(float(x), 4) for x in cka[0]]}
     print(json.dumps(result, indent=2))

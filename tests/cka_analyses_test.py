@@ -47,7 +47,8 @@ def test_convergence_and_noisy_vs_clean(trained):
     assert np.all(nvc['cka'][2:, -1, -1] < 0.9999)
     assert nvc['noise_ratios'].tolist() == [0.0, 0.0, 0.5, 0.5] and nvc['seeds'].tolist() == [0, 1, 0, 1]
     lines = open(os.path.join(workdir, 'results/convergence/cka.csv')).read().splitlines()
-    assert lines[0] == 'replica,noise_ratio,seed,epoch,stage,cka' and len(lines) == 1 + 4 * 7 * 4
+    assert lines[0] == 'replica,noise_ratio,seed,epoch,granularity,stage,cka' and len(lines) == 1 + 4 * 7 * 4
+    assert lines[1].split(',')[4:6] == ['stage', 'conv1'] and str(conv['granularity']) == 'stage'
     for name in ('convergence_by_stage', 'convergence_over_epochs', 'noisy_vs_clean_by_stage',
                  'noisy_vs_clean_over_epochs'):
         assert os.path.getsize(os.path.join(workdir, 'figures', f'{name}.png')) > 10_000

@@ -34,3 +34,12 @@ def test_config_validates_and_documents_itself(path):
     config = module.get_config()
     check(config)  # training keys and every listed analysis's settings, names against the model
     build_model(config.model.name, 10 if config.data.name != 'cifar100' else 100, config.model.width)
+
+
+def test_p1_cka_is_per_layer_in_the_cifar_resnet_configs():
+    """P1's Fig. 1 is per layer; the default job's CNN keeps the default (its layers are its stages)."""
+    for name in ('cifar10_r18', 'cifar10_r34', 'cifar100_r34', 'cifar100_r50'):
+        path = os.path.join(os.path.dirname(__file__), '..', 'configs', f'{name}.py')
+        assert load(path).get_config().analysis.cka.granularity == 'layer', name
+    default = load(os.path.join(os.path.dirname(__file__), '..', 'configs', 'default.py')).get_config()
+    assert default.analysis.cka.granularity == 'stage'

@@ -1,9 +1,11 @@
-"""CKA heatmaps (P1 Fig. 3 style): every stage of model A against every stage of model B.
+"""CKA heatmaps (P1 Fig. 3 style): every unit of model A against every unit of model B.
 
-Models are (replica, kept epoch) pairs, by default each noisy replica's final
-checkpoint against the final clean replica of its seed. Written:
-results/cka_matrix/<a>__<b>.{npz,csv} and figures/cka_matrix_<a>__<b>.png.
-Representation settings: `analysis.cka`.
+Units are stages or layers (`analysis.cka.granularity`). Models are
+(replica, kept epoch) pairs, by default each noisy replica's final checkpoint
+against the final clean replica of its seed. Written:
+results/cka_matrix/<a>__<b>.npz (cka [L, L], stages [L] = unit names,
+granularity), <a>__<b>.csv (granularity, stage_a, stage_b, cka) and
+figures/cka_matrix_<a>__<b>.png. Representation settings: `analysis.cka`.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import numpy as np
 
 from memjax.analysis.settings import AnalysisSettings, Context, setting
 from memjax.analysis.similarity.cka import MinibatchCKA
-from memjax.analysis.similarity.representations import CkaSettings, GramMaker, split_images
+from memjax.analysis.similarity.representations import CkaSettings, GramMaker, block_ends, split_images
 from memjax.errors import ConfigError
 from memjax.report import plots
 from memjax.report.tables import write_csv
@@ -62,15 +64,16 @@ def default_pairs(run: Run) -> list[tuple]:
     return pairs
 
 
-def cka_matrix(run: Run, settings: CkaSettings, a: tuple[int, int], b: tuple[int, int]) -> np.ndarray:
-    """CKA [L, L] between all stages of model a and all stages of model b ((replica, epoch) each)."""
+def cka_matrix(run: Run, settings: CkaSettings, a: tuple[int, int], b: tuple[int, int]) -> tuple[np.ndarray, tuple]:
+    """(CKA [L, L] between all units of model a (rows) and all units of model b (columns),
+    unit names [L]); a and b are (replica, epoch)."""
     maker = GramMaker(run.model, run.dataset.mean, run.dataset.std, settings)
     images = split_images(run, settings)
     accumulator = MinibatchCKA(debiased=settings.debiased)
     grams = [maker.grams(run.replica_variables(epoch, replica), images) for replica, epoch in (a, b)]
     for ga, gb in zip(*grams):
         accumulator.update(ga, gb)
-    return np.asarray(accumulator.result()), maker.stages
+    return np.asarray(accumulator.result()), maker.names
 
 
 def run(run: Run, settings: Settings, context: Context) -> None:
@@ -81,11 +84,14 @@ def run(run: Run, settings: Settings, context: Context) -> None:
         matrix, stages = cka_matrix(run, cka_settings, a, b)
         name = lambda key: f'r{run.replicas[key[0]].noise_ratio:g}_s{run.replicas[key[0]].seed}_e{key[1]}'
         stem = f'{name(a)}__{name(b)}'
-        np.savez(os.path.join(context.output, f'{stem}.npz'), cka=matrix, stages=np.asarray(stages))
-        rows = [{'stage_a': sa, 'stage_b': sb, 'cka': float(matrix[i, j])}
+        granularity = cka_settings.granularity
+        np.savez(os.path.join(context.output, f'{stem}.npz'), cka=matrix, stages=np.asarray(stages),
+                 granularity=np.asarray(granularity))
+        rows = [{'granularity': granularity, 'stage_a': sa, 'stage_b': sb, 'cka': float(matrix[i, j])}
                 for i, sa in enumerate(stages) for j, sb in enumerate(stages)]
-        write_csv(os.path.join(context.output, f'{stem}.csv'), rows, ('stage_a', 'stage_b', 'cka'))
+        write_csv(os.path.join(context.output, f'{stem}.csv'), rows, ('granularity', 'stage_a', 'stage_b', 'cka'))
         label = lambda key: f'r={run.replicas[key[0]].noise_ratio:g}, seed {run.replicas[key[0]].seed}, epoch {key[1]}'
         plots.heatmap(os.path.join(context.figures, f'cka_matrix_{stem}.png'), matrix, stages, stages,
-                      f'{cka_settings.estimator} CKA, {run.config.model.name}', label(a), label(b))
+                      f'{cka_settings.estimator} CKA per {granularity}, {run.config.model.name}', label(a), label(b),
+                      block_ends=block_ends(stages) if granularity == 'layer' else ())
         context.log(f'  cka_matrix {label(a)} vs {label(b)}: results/cka_matrix/{stem}.npz')

@@ -1,15 +1,24 @@
 """CKA across training checkpoints (P1 Figs. 1 and 3): the engine of two analyses.
 
 - `convergence` (memjax.analysis.similarity.convergence): for every replica i,
-  stage l and kept epoch t, CKA(stage l of replica i at t, stage l of replica i
+  unit l and kept epoch t, CKA(unit l of replica i at t, unit l of replica i
   at its final checkpoint).
-- `noisy_vs_clean` (memjax.analysis.similarity.noisy_vs_clean): CKA(stage l of
-  replica i at t, stage l of the final CLEAN (r = 0) replica of the same seed).
+- `noisy_vs_clean` (memjax.analysis.similarity.noisy_vs_clean): CKA(unit l of
+  replica i at t, unit l of the final CLEAN (r = 0) replica of the same seed).
 
-Both come from one pass over the checkpoints when both are listed: each
-(epoch, replica) Gram is formed once (`shared_pass`). Results go to
-`results/<analysis>/cka.npz` (cka [R, L, T], epochs, stages, noise_ratios,
-seeds) and `cka.csv`, figures to `figures/<analysis>_*.png`.
+Units are stages or layers (`analysis.cka.granularity`). Both come from one
+pass over the checkpoints when both are listed: each (epoch, replica) Gram is
+formed once (`shared_pass`). Results go to `results/<analysis>/cka.npz`
+(cka [R, L, T], epochs [T], stages [L] = the unit names, granularity,
+noise_ratios [R], seeds [R]) and `cka.csv` (one row per replica, epoch and
+unit; its `granularity` column says whether `stage` holds stage or layer
+names), figures to `figures/<analysis>_*.png`.
+
+Memory: the final Grams of every target replica are held on the device,
+[L, b, b] float32 per minibatch of b examples, R x L x N x b x 4 bytes for N
+examples. Paper configs (N = 10,000, b = 1,000), per replica: ResNet-18 0.84 GB
+for its 21 layers (0.4 GB for its 10 stages), ResNet-34 1.5 GB (37 layers),
+ResNet-50 2.2 GB (54 layers); nine ResNet-18 replicas hold 7.6 GB.
 """
 
 from __future__ import annotations
@@ -30,7 +39,7 @@ NAMES = ('convergence', 'noisy_vs_clean')
 
 
 def _diagonal_sums(grams_a, grams_b, scale):
-    """Same-stage HSIC sums of [L, b, b] Grams: (xy [L], xx [L], yy [L])."""
+    """Same-unit HSIC sums of [L, b, b] Grams: (xy [L], xx [L], yy [L])."""
     xy = jax.numpy.sum(grams_a * grams_b, axis=(1, 2)) * scale
     xx = jax.numpy.sum(grams_a * grams_a, axis=(1, 2)) * scale
     yy = jax.numpy.sum(grams_b * grams_b, axis=(1, 2)) * scale
@@ -39,13 +48,13 @@ def _diagonal_sums(grams_a, grams_b, scale):
 
 def cka_over_training(run: Run, settings: CkaSettings, targets: list[list[int]],
                       context: Context) -> tuple[list[np.ndarray], list[int], tuple]:
-    """CKA of every replica's stages over the kept epochs against target final models.
+    """CKA of every replica's units over the kept epochs against target final models.
 
     Args:
       targets: one list per output; targets[k][i] is the replica whose FINAL
         checkpoint replica i is compared with (itself for convergence).
     Returns:
-      ([cka [R, L, T] for each target list], epochs [T], stage names [L]).
+      ([cka [R, L, T] for each target list], epochs [T], unit names [L]).
     """
     model, data = run.model, run.dataset
     maker = GramMaker(model, data.mean, data.std, settings)
@@ -54,8 +63,8 @@ def cka_over_training(run: Run, settings: CkaSettings, targets: list[list[int]],
     final_epoch = run.final_epoch()
     needed = sorted({j for target in targets for j in target})
     final_grams = {j: maker.grams(run.replica_variables(final_epoch, j), images) for j in needed}
-    num_replicas, num_stages = len(run.replicas), len(maker.stages)
-    sums = [np.zeros((3, num_replicas, num_stages, len(epochs))) for _ in targets]
+    num_replicas, num_units = len(run.replicas), len(maker.names)
+    sums = [np.zeros((3, num_replicas, num_units, len(epochs))) for _ in targets]
     bar = context.progress(len(epochs) * num_replicas, 'cka over training')
     for t, epoch in enumerate(epochs):
         variables = run.variables(epoch)
@@ -68,7 +77,7 @@ def cka_over_training(run: Run, settings: CkaSettings, targets: list[list[int]],
                     sums[k][:, i, :, t] += _diagonal_sums(gram, other, hsic_scale(gram.shape[-1],
                                                                                    settings.debiased))
     bar.close()
-    return [_cka(s) for s in sums], epochs, maker.stages
+    return [_cka(s) for s in sums], epochs, maker.names
 
 
 def _cka(sums: np.ndarray) -> np.ndarray:
@@ -77,19 +86,23 @@ def _cka(sums: np.ndarray) -> np.ndarray:
     return np.where(den > 1e-30, xy / np.where(den > 1e-30, den, 1.0), 0.0)
 
 
-def save(run: Run, name: str, cka: np.ndarray, epochs: list[int], stages: tuple, context: Context,
-         title: str, ylabel: str) -> None:
-    """results/<name>/cka.npz, cka.csv and the two figures of one analysis."""
+def save(run: Run, name: str, cka: np.ndarray, epochs: list[int], stages: tuple, granularity: str,
+         context: Context, title: str, ylabel: str) -> None:
+    """results/<name>/cka.npz, cka.csv and the two figures of one analysis.
+
+    cka: [R, L, T]; stages: the L unit names, stages or layers as `granularity` says.
+    """
     ratios = [r.noise_ratio for r in run.replicas]
     seeds = [r.seed for r in run.replicas]
     np.savez(os.path.join(context.output, 'cka.npz'), cka=cka, epochs=np.asarray(epochs),
-             stages=np.asarray(stages), noise_ratios=np.asarray(ratios), seeds=np.asarray(seeds))
-    rows = [{**run.row(i), 'epoch': e, 'stage': s, 'cka': float(cka[i, l, t])}
+             stages=np.asarray(stages), granularity=np.asarray(granularity), noise_ratios=np.asarray(ratios),
+             seeds=np.asarray(seeds))
+    rows = [{**run.row(i), 'epoch': e, 'granularity': granularity, 'stage': s, 'cka': float(cka[i, l, t])}
             for i in range(cka.shape[0]) for l, s in enumerate(stages) for t, e in enumerate(epochs)]
     write_csv(os.path.join(context.output, 'cka.csv'), rows,
-              ('replica', 'noise_ratio', 'seed', 'epoch', 'stage', 'cka'))
+              ('replica', 'noise_ratio', 'seed', 'epoch', 'granularity', 'stage', 'cka'))
     plots.stage_curves_per_epoch(os.path.join(context.figures, f'{name}_by_stage.png'), cka, epochs, stages,
-                                 ratios, block_ends(stages), title, ylabel)
+                                 ratios, block_ends(stages), title, ylabel, unit=granularity)
     plots.epoch_curves_per_stage(os.path.join(context.figures, f'{name}_over_epochs.png'), cka, epochs, stages,
                                  ratios, title, ylabel)
     context.log(f'  {name}: results/{name}/cka.npz, cka.csv, figures/{name}_by_stage.png, '
@@ -97,7 +110,7 @@ def save(run: Run, name: str, cka: np.ndarray, epochs: list[int], stages: tuple,
 
 
 def shared_pass(run: Run, settings: CkaSettings, context: Context) -> dict:
-    """{'convergence' | 'noisy_vs_clean': cka [R, L, T], 'epochs': [T], 'stages': [L]} for the listed ones.
+    """{'convergence' | 'noisy_vs_clean': cka [R, L, T], 'epochs': [T], 'stages': unit names [L]} for the listed ones.
 
     Computed once per invocation for both analyses (cached in `context.cache`).
     """
@@ -106,9 +119,9 @@ def shared_pass(run: Run, settings: CkaSettings, context: Context) -> dict:
         targets = {'convergence': lambda: [rep.index for rep in run.replicas],
                    'noisy_vs_clean': lambda: [run.clean_partner(rep.index, 'noisy_vs_clean')
                                               for rep in run.replicas]}
-        context.log(f"cka over training ({', '.join(order)}): {settings.estimator} CKA on {settings.num_examples} "
-                    f"{settings.split} examples" + (f', minibatches of {settings.minibatch_size}'
-                                                    if settings.minibatch_size else ''))
+        batches = f', minibatches of {settings.minibatch_size}' if settings.minibatch_size else ''
+        context.log(f"cka over training ({', '.join(order)}): {settings.estimator} CKA per {settings.granularity} "
+                    f"on {settings.num_examples} {settings.split} examples{batches}")
         results, epochs, stages = cka_over_training(run, settings, [targets[n]() for n in order], context)
         context.cache['cka_over_training'] = {**dict(zip(order, results)), 'epochs': epochs, 'stages': stages}
     return context.cache['cka_over_training']

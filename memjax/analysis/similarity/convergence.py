@@ -1,6 +1,8 @@
-"""Layer convergence (P1 Fig. 1): CKA(stage at epoch t, the same stage at the final epoch), per replica.
+"""Layer convergence (P1 Fig. 1): CKA(unit at epoch t, the same unit at the final epoch), per replica.
 
-Written: results/convergence/{cka.npz, cka.csv}, figures/convergence_by_stage.png
+Units are stages or, with `analysis.cka.granularity='layer'`, layers (P1's
+Fig. 1 is per layer). Written: results/convergence/{cka.npz, cka.csv},
+figures/convergence_by_stage.png (CKA against unit; residual groups dashed)
 and convergence_over_epochs.png. Settings: `analysis.cka` (shared by the CKA analyses).
 """
 
@@ -17,6 +19,7 @@ SETTINGS_KEY = 'cka'
 
 def run(run: Run, settings: Settings, context: Context) -> None:
     result = shared_pass(run, settings, context)
-    save(run, NAME, result[NAME], result['epochs'], result['stages'], context,
-         f'Layer convergence: CKA(stage at epoch t, same stage at the final epoch), {run.config.model.name}',
+    unit = settings.granularity
+    save(run, NAME, result[NAME], result['epochs'], result['stages'], unit, context,
+         f'Layer convergence: CKA({unit} at epoch t, same {unit} at the final epoch), {run.config.model.name}',
          'CKA with final')

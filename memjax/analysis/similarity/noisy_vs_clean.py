@@ -1,7 +1,7 @@
-"""Noisy vs clean (P1 Fig. 3): CKA(stage of replica i at epoch t, same stage of its seed's final clean model).
+"""Noisy vs clean (P1 Fig. 3): CKA(unit of replica i at epoch t, same unit of its seed's final clean model).
 
-The clean replica's own row is its convergence curve, drawn as the r = 0
-reference. Written: results/noisy_vs_clean/{cka.npz, cka.csv},
+Units are stages or layers (`analysis.cka.granularity`). The clean replica's
+own row is its convergence curve, drawn as the r = 0 reference. Written: results/noisy_vs_clean/{cka.npz, cka.csv},
 figures/noisy_vs_clean_by_stage.png and noisy_vs_clean_over_epochs.png.
 Settings: `analysis.cka` (shared by the CKA analyses).
 """
@@ -19,6 +19,7 @@ SETTINGS_KEY = 'cka'
 
 def run(run: Run, settings: Settings, context: Context) -> None:
     result = shared_pass(run, settings, context)
-    save(run, NAME, result[NAME], result['epochs'], result['stages'], context,
-         f'CKA(stage of replica at epoch t, same stage of the final clean model), {run.config.model.name}',
+    unit = settings.granularity
+    save(run, NAME, result[NAME], result['epochs'], result['stages'], unit, context,
+         f'CKA({unit} of replica at epoch t, same {unit} of the final clean model), {run.config.model.name}',
          'CKA with final clean')

@@ -1,10 +1,16 @@
-"""Stage representations of trained replicas, turned into CKA Grams.
+"""Unit representations of trained replicas, turned into CKA Grams.
 
 Shared by the CKA analyses: pick the examples of a split, run a replica's
-checkpoint over them capturing the requested stages, pool or flatten each
-stage's output and form its transformed Gram (centred, or U-centred for the
+checkpoint over them capturing the outputs of the units of
+`analysis.cka.granularity` (`StagedModel.units`: 'stage' = one unit per stage,
+a residual block being one; 'layer' = one per conv+BN / linear layer, e.g.
+`layer1.0.conv_bn1`, whose output is what that module returns: after its
+ReLU, or for a block's last conv before the skip is added), pool or flatten
+each output and form its transformed Gram (centred, or U-centred for the
 debiased estimator). In minibatch mode the examples are processed in batches
-of `minibatch_size` and only one batch's Grams exist at a time.
+of `minibatch_size` and only one batch's Grams exist at a time; every
+analysis keys its results by unit name, so the granularity changes only L
+(ResNet-18: 10 stages, 21 layers).
 """
 
 from __future__ import annotations
@@ -20,10 +26,12 @@ from memjax.data.pipeline import normalize
 from memjax.analysis.settings import AnalysisSettings, setting
 from memjax.errors import ConfigError
 from memjax.models import StagedModel
+from memjax.models.units import Unit
 
 ESTIMATORS = ('linear', 'debiased', 'rbf', 'rbf_debiased')
 POOLINGS = ('flatten', 'mean')
 SPLITS = ('test', 'val', 'train')
+GRANULARITIES = ('stage', 'layer')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -37,7 +45,9 @@ class CkaSettings(AnalysisSettings):
     pooling: str = setting('flatten', 'conv maps: flatten (the papers) or spatial mean', choices=POOLINGS)
     minibatch_size: int | None = setting(None, 'minibatch CKA over batches of this size (None: all at once)')
     forward_batch: int = setting(500, 'examples per forward pass')
-    stages: tuple = setting((), 'stage names to compare (empty: all)')
+    granularity: str = setting('stage', 'units compared: stages (a residual block is one) or layers (each conv+BN '
+                                        'and linear layer, e.g. layer1.0.conv_bn1)', choices=GRANULARITIES)
+    stages: tuple = setting((), 'unit names to compare, stages or layers as granularity says (empty: all)')
     epochs: tuple = setting((), 'kept epochs to use (empty: all)')
 
     @property
@@ -61,7 +71,23 @@ class CkaSettings(AnalysisSettings):
                               f"under analysis.cka.minibatch_size={batch}; use a *debiased estimator or no minibatch")
 
     def check_model(self, model) -> None:
-        model.select_stages(self.stages, 'analysis.cka.stages')
+        cka_units(model, self)
+
+
+def cka_units(model: StagedModel, settings: CkaSettings) -> tuple[Unit, ...]:
+    """The units compared: those named in `analysis.cka.stages` (all when empty) at the
+    settings' granularity, in forward order; one error line naming a bad name and the valid ones."""
+    units = model.units(settings.granularity)
+    known = [u.name for u in units]
+    kind = settings.granularity
+    for name in settings.stages:
+        if name not in known:
+            other = 'layer' if kind == 'stage' else 'stage'
+            hint = (f" ({name!r} is a {other}: set analysis.cka.granularity='{other}')"
+                    if name in {u.name for u in model.units(other)} else '')
+            raise ConfigError(f"analysis.cka.stages names {kind} {name!r}, which {model.name} lacks at "
+                              f"analysis.cka.granularity={kind!r}{hint}; its {kind}s: {', '.join(known)}")
+    return tuple(u for u in units if not settings.stages or u.name in settings.stages)
 
 
 def split_images(run, settings: CkaSettings) -> np.ndarray:
@@ -74,20 +100,26 @@ def split_images(run, settings: CkaSettings) -> np.ndarray:
 
 
 class GramMaker:
-    """Transformed Grams [L, n, n] of the chosen stages of one replica's variables."""
+    """Transformed Grams [L, n, n] of the chosen units (L of them) of one replica's variables.
+
+    Attributes:
+      units: the `Unit`s compared, in forward order.
+      names: their names [L] (stage or layer names), the key of every result.
+    """
 
     def __init__(self, model: StagedModel, mean: np.ndarray, std: np.ndarray, settings: CkaSettings):
         self.settings = settings
-        self.stages = model.select_stages(settings.stages, 'analysis.cka.stages')
-        stop = max(model.stage_index(s) for s in self.stages) + 1
+        self.units = cka_units(model, settings)
+        self.names = tuple(u.name for u in self.units)
+        outputs = tuple(u.output for u in self.units)
+        stop = max(model.stage_index(u.paths[-1][0]) for u in self.units) + 1
         pooling = settings.pooling
         mean, std = jnp.asarray(mean), jnp.asarray(std)
 
         def capture(variables, images):
-            run = model.apply(variables, normalize(images, mean, std, model.dtype), stop=stop,
-                              capture=self.stages)
+            run = model.apply(variables, normalize(images, mean, std, model.dtype), stop=stop, capture=outputs)
             out = []
-            for name in self.stages:
+            for name in outputs:
                 f = run.features[name].astype(jnp.float32)
                 if pooling == 'mean' and f.ndim > 2:
                     f = jnp.mean(f, axis=tuple(range(1, f.ndim - 1)))
@@ -97,10 +129,11 @@ class GramMaker:
         self._capture = jax.jit(capture)
 
     def features(self, variables, images: np.ndarray) -> tuple:
-        """Stage features, tuple of L arrays [n, D_l], computed in forward batches."""
+        """Unit features of uint8 images [n, H, W, C]: tuple of L arrays [n, D_l] (pooled or
+        flattened outputs), computed in forward batches."""
         step = self.settings.forward_batch
         parts = [self._capture(variables, images[i:i + step]) for i in range(0, images.shape[0], step)]
-        return tuple(jnp.concatenate([p[l] for p in parts]) for l in range(len(self.stages)))
+        return tuple(jnp.concatenate([p[l] for p in parts]) for l in range(len(self.names)))
 
     def grams(self, variables, images: np.ndarray) -> list[jax.Array]:
         """One [L, b, b] per example batch (a single batch of all examples unless minibatch)."""
@@ -110,8 +143,15 @@ class GramMaker:
                 for i in range(0, images.shape[0] - batch + 1, batch)]
 
 
-def block_ends(stage_names: tuple[str, ...]) -> list[int]:
-    """Indices of stages that end a block (ResNet layerX groups, conv -> fc), for dashed lines."""
+def block_ends(names: tuple[str, ...]) -> list[int]:
+    """Indices [G] of the units that end a group, for dashed lines at index + 0.5 (P1 Fig. 1).
+
+    Stage or layer names alike: a unit's group is the part before the first dot
+    (`layer2.0`, `layer2.1.conv_bn2` -> `layer2`; `stem`, `head.dense` -> themselves) or,
+    without a dot, the name less its digits (`conv3` -> `conv`, `fc1` -> `fc`). So for ResNet
+    layers the lines fall after the stem, between layerK's last layer and layerK+1's first,
+    and before the head.
+    """
     def group(name: str) -> str:
         return name.split('.')[0] if '.' in name else name.rstrip('0123456789')
-    return [i for i in range(len(stage_names) - 1) if group(stage_names[i]) != group(stage_names[i + 1])]
+    return [i for i in range(len(names) - 1) if group(names[i]) != group(names[i + 1])]

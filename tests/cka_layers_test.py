@@ -1,0 +1,166 @@
+"""CKA per layer (`analysis.cka.granularity='layer'`) on a tiny ResNet-18: what its numbers mean.
+
+One tiny run (ResNet-18 of width 4 on 8x8x1 images, r = 0 and 0.5, one epoch)
+is analysed at both granularities; every layer-level number is checked against
+a NumPy linear CKA of features captured directly with `model.apply(capture=...)`.
+"""
+
+import os
+
+import numpy as np
+import pytest
+
+from helpers import tiny_config
+from memjax.analysis.runner import run_analyses
+from memjax.analysis.similarity.representations import block_ends
+from memjax.data.pipeline import normalize
+from memjax.errors import ConfigError
+from memjax.experiment import check
+from memjax.models import build_model
+from memjax.run import open_run
+from memjax.train.loop import train
+
+quiet = lambda _: None
+N = 32
+CKA_ANALYSES = ('convergence', 'noisy_vs_clean', 'cka_matrix')
+MATRIX = 'r0_s0_e1__r0.5_s0_e1'  # the default pair: final clean (rows) vs final noisy (columns)
+
+
+def config(**overrides):
+    return tiny_config(**{'model.name': 'resnet18', 'train.epochs': 1, 'seeds': (0,), **overrides})
+
+
+def analyse(workdir, granularity, **cka):
+    """Runs the three CKA analyses; {'convergence' | 'noisy_vs_clean' | 'matrix': npz contents, 'csv': header}."""
+    c = config(**{'analyses': CKA_ANALYSES})
+    c.analysis.cka.num_examples = N
+    c.analysis.cka.granularity = granularity
+    for key, value in cka.items():
+        c.analysis.cka[key] = value
+    run_analyses(c, workdir, log=quiet)
+    results = os.path.join(workdir, 'results')
+    out = {name: dict(np.load(os.path.join(results, name, 'cka.npz'))) for name in CKA_ANALYSES[:2]}
+    out['matrix'] = dict(np.load(os.path.join(results, 'cka_matrix', f'{MATRIX}.npz')))
+    with open(os.path.join(results, 'convergence', 'cka.csv')) as f:
+        out['csv'] = f.read().splitlines()[:2]
+    with open(os.path.join(results, 'cka_matrix', f'{MATRIX}.csv')) as f:
+        out['matrix_csv'] = f.read().splitlines()[:2]
+    return out
+
+
+@pytest.fixture(scope='module')
+def analysed(tmp_path_factory):
+    workdir = str(tmp_path_factory.mktemp('cka_layers') / 'run')
+    train(config(), workdir, log=quiet)
+    layer = analyse(workdir, 'layer')
+    figure = os.path.getsize(os.path.join(workdir, 'figures', 'convergence_by_stage.png'))
+    stage = analyse(workdir, 'stage')
+    return open_run(workdir), layer, stage, figure
+
+
+def features(run, replica: int, epoch: int, name: str) -> np.ndarray:
+    """The output of stage or layer `name`, captured directly: [N, D] float64."""
+    images = normalize(run.dataset.test_images[:N], run.dataset.mean, run.dataset.std)
+    out = run.model.apply(run.replica_variables(epoch, replica), images, capture=[name]).features[name]
+    return np.asarray(out, np.float64).reshape(N, -1)
+
+
+def linear_cka(x: np.ndarray, y: np.ndarray) -> float:
+    """Kornblith et al.'s feature-space linear CKA of x [n, D1], y [n, D2]."""
+    x, y = x - x.mean(0), y - y.mean(0)
+    return float(np.linalg.norm(y.T @ x) ** 2 / (np.linalg.norm(x.T @ x) * np.linalg.norm(y.T @ y)))
+
+
+def test_layer_cka_inside_a_block_is_the_linear_cka_of_the_captured_layer(analysed):
+    run, layer, _, _ = analysed
+    names = list(layer['convergence']['stages'])
+    assert names == list(run.model.layer_names) and len(names) == 21
+    assert layer['convergence']['cka'].shape == (2, 21, 2)  # replicas, layers, epochs 0..1
+    assert str(layer['convergence']['granularity']) == 'layer'
+    epochs, final = list(layer['noisy_vs_clean']['epochs']), run.final_epoch()
+    clean = run.replica_index(0.0, 0)
+    for rep in run.replicas:
+        for name in ('layer1.0.conv_bn1', 'layer2.0.conv_bn2', 'layer3.0.shortcut'):
+            l = names.index(name)
+            for t, epoch in enumerate(epochs):
+                x = features(run, rep.index, epoch, name)
+                assert layer['noisy_vs_clean']['cka'][rep.index, l, t] == pytest.approx(
+                    linear_cka(x, features(run, clean, final, name)), abs=2e-4)
+                assert layer['convergence']['cka'][rep.index, l, t] == pytest.approx(
+                    linear_cka(x, features(run, rep.index, final, name)), abs=2e-4)
+    # The heatmap pairs a layer of the clean model (row) with another layer of the noisy one (column).
+    noisy = run.replica_index(0.5, 0)
+    i, j = names.index('layer1.0.conv_bn1'), names.index('layer3.1.conv_bn2')
+    assert layer['matrix']['cka'].shape == (21, 21)
+    assert layer['matrix']['cka'][i, j] == pytest.approx(
+        linear_cka(features(run, clean, final, names[i]), features(run, noisy, final, names[j])), abs=2e-4)
+
+
+def test_a_layer_that_is_a_stage_has_the_stage_rows(analysed):
+    _, layer, stage, _ = analysed
+    assert list(stage['convergence']['stages']) == list(build_model('resnet18', 4, 4).stage_names)
+    for granular in (layer, stage):
+        assert granular['convergence']['cka'].shape[1] == len(granular['convergence']['stages'])
+    for name in ('convergence', 'noisy_vs_clean'):
+        by_layer, by_stage = list(layer[name]['stages']), list(stage[name]['stages'])
+        for unit in ('stem', ('head.dense', 'head')):  # the head's output is its linear layer's
+            a, b = (unit, unit) if isinstance(unit, str) else unit
+            np.testing.assert_allclose(layer[name]['cka'][:, by_layer.index(a)],
+                                       stage[name]['cka'][:, by_stage.index(b)], atol=1e-6)
+        # A layer inside a block is not its block: conv_bn2 is the residual branch before the skip is added.
+        inner, block = layer[name]['cka'][:, by_layer.index('layer1.0.conv_bn2')], stage[name]['cka'][:, 1]
+        assert by_stage[1] == 'layer1.0' and np.max(np.abs(inner - block)) > 1e-3
+    l, s = list(layer['matrix']['stages']).index('stem'), list(stage['matrix']['stages']).index('stem')
+    assert layer['matrix']['cka'][l, l] == pytest.approx(stage['matrix']['cka'][s, s], abs=1e-6)
+
+
+def test_tables_say_which_granularity(analysed):
+    _, layer, stage, figure = analysed
+    assert layer['csv'][0] == 'replica,noise_ratio,seed,epoch,granularity,stage,cka'
+    assert layer['csv'][1].split(',')[4:6] == ['layer', 'stem']
+    assert stage['csv'][1].split(',')[4:6] == ['stage', 'stem']
+    assert layer['matrix_csv'][0] == 'granularity,stage_a,stage_b,cka'
+    assert layer['matrix_csv'][1].startswith('layer,stem,stem,')
+    assert str(layer['matrix']['granularity']) == 'layer' and str(stage['matrix']['granularity']) == 'stage'
+    assert figure > 10_000  # figures/convergence_by_stage.png of the layer run
+
+
+def test_group_boundaries_fall_between_residual_groups():
+    model = build_model('resnet18', 10, 4)
+    layers = model.layer_names
+    ends = block_ends(layers)
+    # After the stem, after layer1.1.conv_bn2, layer2.1.conv_bn2, layer3.1.conv_bn2, layer4.1.conv_bn2.
+    assert ends == [0, 4, 9, 14, 19]
+    assert [(layers[e], layers[e + 1]) for e in ends] == [
+        ('stem', 'layer1.0.conv_bn1'), ('layer1.1.conv_bn2', 'layer2.0.conv_bn1'),
+        ('layer2.1.conv_bn2', 'layer3.0.conv_bn1'), ('layer3.1.conv_bn2', 'layer4.0.conv_bn1'),
+        ('layer4.1.conv_bn2', 'head.dense')]
+    assert block_ends(model.stage_names) == [0, 2, 4, 6, 8]
+    assert block_ends(build_model('cnn', 10, 4).layer_names) == [2]  # conv3 | fc1
+
+
+def test_unit_names_are_checked_at_start_up_against_the_granularity():
+    def start(granularity, stages):
+        check(config(**{'analyses': ('convergence',), 'analysis.cka.granularity': granularity,
+                        'analysis.cka.stages': stages}))
+    with pytest.raises(ConfigError, match=r"analysis.cka.stages names layer 'layer1.0', which resnet18 lacks "
+                                          r"at analysis.cka.granularity='layer' \('layer1.0' is a stage: set "
+                                          r"analysis.cka.granularity='stage'\); its layers: stem, layer1.0.conv_bn1,"):
+        start('layer', ('stem', 'layer1.0'))
+    with pytest.raises(ConfigError, match=r"names stage 'layer1.0.conv_bn1', which resnet18 lacks .*is a layer"):
+        start('stage', ('layer1.0.conv_bn1',))
+    with pytest.raises(ConfigError, match="names layer 'layer9.conv', which resnet18 lacks at analysis.cka."
+                                          "granularity='layer'; its layers: stem, "):
+        start('layer', ('layer9.conv',))
+    with pytest.raises(ConfigError, match="analysis.cka.granularity='p3_groups' is not one of stage, layer"):
+        start('p3_groups', ())
+    start('layer', ('layer2.0.shortcut', 'stem'))
+
+
+def test_selected_layers_in_minibatches(analysed):
+    run, _, _, _ = analysed
+    result = analyse(run.directory.path, 'layer', stages=('layer2.0.shortcut', 'stem'), estimator='debiased',
+                     minibatch_size=16)
+    assert list(result['convergence']['stages']) == ['stem', 'layer2.0.shortcut']  # forward order
+    np.testing.assert_allclose(result['convergence']['cka'][:, :, -1], 1.0, atol=1e-4)
+    assert result['matrix']['cka'].shape == (2, 2)
