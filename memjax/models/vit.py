@@ -80,15 +80,13 @@ def shifted_copies(x: jax.Array) -> jax.Array:
     """`[B, H, W, C] -> [B, H, W, 5C]`: x, then x shifted one pixel right, left, down, up
     (channel blocks in that order; the pixel that enters is 0). Shifted right means
     out[:, h, w] = x[:, h, w - 1], as their `F.pad(x, (1, -1, 0, 0))` on NCHW."""
-    zero = ((0, 0),) * 4
-    def pad(axis, before):
-        widths = list(zero)
-        widths[axis] = (1, 0) if before else (0, 1)
-        return jnp.pad(x, widths)
-    right = pad(2, True)[:, :, :-1]
-    left = pad(2, False)[:, :, 1:]
-    down = pad(1, True)[:, :-1]
-    up = pad(1, False)[:, 1:]
+    def pad(axis: int, widths: tuple[int, int]) -> jax.Array:
+        return jnp.pad(x, [widths if a == axis else (0, 0) for a in range(4)])
+
+    right = pad(2, (1, 0))[:, :, :-1]
+    left = pad(2, (0, 1))[:, :, 1:]
+    down = pad(1, (1, 0))[:, :-1]
+    up = pad(1, (0, 1))[:, 1:]
     return jnp.concatenate([x, right, left, down, up], axis=-1)
 
 
