@@ -45,12 +45,12 @@ def training_config() -> ml_collections.ConfigDict:
     ))
     c.seeds = (0,)                      # replica seeds: each drives noise, init and data order
     c.model = ml_collections.ConfigDict(dict(
-        name='cnn',                     # cnn, resnet9, resnet18, resnet34, resnet50, vgg11, vgg13, vit_small
+        name='cnn',                     # cnn, resnet9, resnet18, resnet34, resnet50, vgg11, vgg13, vit, vit_small
         width=placeholder(int),         # None = the architecture's default
         dtype='float32',                # compute dtype: 'float32' | 'bfloat16'
-        depth=placeholder(int),         # vit_small only
-        heads=placeholder(int),         # vit_small only
-        patch=4,                        # vit_small only
+        depth=placeholder(int),         # ViTs only; None = the default (vit_small 6, vit 12)
+        heads=placeholder(int),         # ViTs only; None = the default (vit_small 8, vit 6)
+        patch=placeholder(int),         # ViTs only; None = the default (vit_small 2, vit 4)
     ))
     c.train = ml_collections.ConfigDict(dict(
         epochs=20,                      # maximum number of epochs

@@ -15,7 +15,7 @@ SMALL_VIT = {'width': 16, 'depth': 2, 'heads': 2}
 
 
 def small(name, num_classes=5):
-    return build_model(name, num_classes, **(SMALL_VIT if name == 'vit_small' else SMALL))
+    return build_model(name, num_classes, **(SMALL_VIT if name.startswith('vit') else SMALL))
 
 
 def _leaf_paths(tree, prefix=()):

@@ -11,7 +11,7 @@ SMALL_VIT = {'width': 16, 'depth': 2, 'heads': 2}
 
 
 def small(name, num_classes=5, dtype='float32'):
-    return build_model(name, num_classes, dtype=dtype, **(SMALL_VIT if name == 'vit_small' else SMALL))
+    return build_model(name, num_classes, dtype=dtype, **(SMALL_VIT if name.startswith('vit') else SMALL))
 
 
 @pytest.mark.parametrize('shape', [(28, 28, 1), (32, 32, 3)])

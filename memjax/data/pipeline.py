@@ -10,7 +10,7 @@ import jax
 import jax.numpy as jnp
 
 # Sub-streams of a replica's data key.
-_ORDER, _AUGMENT = 0, 1
+_ORDER, _AUGMENT, _DROPOUT = 0, 1, 2
 
 
 def epoch_order(data_key: jax.Array, epoch: int | jax.Array, num_examples: int) -> jax.Array:
@@ -22,6 +22,12 @@ def epoch_order(data_key: jax.Array, epoch: int | jax.Array, num_examples: int) 
 def augment_key(data_key: jax.Array, epoch, step) -> jax.Array:
     """Key of the augmentation of batch `step` of `epoch` (same for every replica sharing data_key)."""
     return jax.random.fold_in(jax.random.fold_in(jax.random.fold_in(data_key, _AUGMENT), epoch), step)
+
+
+def dropout_key(data_key: jax.Array, epoch, step) -> jax.Array:
+    """Key of the model's dropout in batch `step` of `epoch` (a function of the replica's data key,
+    the epoch and the step only, so a resumed run draws the same masks)."""
+    return jax.random.fold_in(jax.random.fold_in(jax.random.fold_in(data_key, _DROPOUT), epoch), step)
 
 
 def normalize(images: jax.Array, mean: jax.Array, std: jax.Array, dtype=jnp.float32) -> jax.Array:

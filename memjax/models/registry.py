@@ -11,7 +11,7 @@ from memjax.models.cnn import cnn
 from memjax.models.resnet import resnet, resnet9, resnet32
 from memjax.models.stages import StagedModel
 from memjax.models.vgg import vgg
-from memjax.models.vit import vit
+from memjax.models.vit import vit, vit_small
 
 # name -> (constructor(num_classes, width, dtype, **extra), default width)
 _MODELS = {
@@ -23,8 +23,10 @@ _MODELS = {
     'resnet32': (resnet32, 16),
     'vgg11': (lambda k, w, d: vgg('vgg11', k, w, d), 64),
     'vgg13': (lambda k, w, d: vgg('vgg13', k, w, d), 64),
-    'vit_small': (vit, 384),
+    'vit': (vit, 384),
+    'vit_small': (vit_small, 512),   # P3's ViT (Maini et al. 2023), see memjax.models.vit
 }
+_VITS = ('vit', 'vit_small')
 MODEL_NAMES = tuple(_MODELS)
 
 _DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16}
@@ -46,7 +48,8 @@ def build_model(name: str, num_classes: int, width: int | None = None,
       width: base width (channels of the first stage; embedding size for ViT);
         None for the architecture's default.
       dtype: compute dtype name, 'float32' or 'bfloat16'.
-      **vit_options: `depth`, `heads`, `patch` for `vit_small` (ignored if None).
+      **vit_options: `depth`, `heads`, `patch` for `vit` and `vit_small` (ignored if None:
+        the architecture's default; `vit_small` 6, 8, 2, `vit` 12, 6, 4).
     """
     if name not in _MODELS:
         raise ConfigError(f"unknown model.name {name!r}; use one of: {', '.join(MODEL_NAMES)}")
@@ -56,7 +59,7 @@ def build_model(name: str, num_classes: int, width: int | None = None,
     width = default_width if width is None else int(width)
     if width < 1:
         raise ConfigError(f"model.width={width} must be a positive integer (or None for the default)")
-    if name == 'vit_small':
+    if name in _VITS:
         extra = {k: v for k, v in vit_options.items() if v is not None}
         return constructor(num_classes, width, dtype=compute_dtype(dtype), **extra)
     return constructor(num_classes, width, compute_dtype(dtype))

@@ -165,7 +165,8 @@ class StagedModel:
 
     def apply(self, variables: Variables, x: jax.Array, *, train: bool = False,
               start: str | int | None = None, stop: str | int | None = None,
-              capture: Sequence[str] | bool = (), masks: dict | None = None) -> StageRun:
+              capture: Sequence[str] | bool = (), masks: dict | None = None,
+              rng: jax.Array | None = None) -> StageRun:
         """Runs stages `[start, stop)` on `x`, an activation at boundary `start`.
 
         Args:
@@ -184,6 +185,14 @@ class StagedModel:
             ablation, example-tied dropout); a layer inside a residual branch
             is masked before the skip path is added, which stays intact.
             Captured features are the masked ones.
+          rng: PRNG key of the stages' dropout (stage `i`, counted from the
+            model's first stage, gets 'dropout' key `fold_in(rng, i)`, so
+            running consecutive slices equals the full pass). Used only with
+            train=True, by stages that have dropout (`vit_small`). train=True
+            without a key runs those stages without dropout; the training step
+            (`memjax.train.step`) always passes one, analyses that run training
+            mode without a key (stage retraining/fine-tuning, gradients from
+            checkpoints) get no dropout. train=False never drops.
 
         Returns:
           A `StageRun`.
@@ -198,7 +207,8 @@ class StagedModel:
         masks = masks or {}
         inner = [key for key in (*masks, *capture) if '.' in key and key not in self.stage_names]
         x = x.astype(self.dtype) if jnp.issubdtype(x.dtype, jnp.floating) else x
-        for name, module in self.stages[first:last]:
+        for index, (name, module) in enumerate(self.stages[first:last], start=first):
+            rngs = {'dropout': jax.random.fold_in(rng, index)} if train and rng is not None else None
             stage_vars = {'params': params[name]}
             if name in batch_stats:
                 stage_vars['batch_stats'] = batch_stats[name]
@@ -206,10 +216,10 @@ class StagedModel:
             with (layer_index.intercept_layers(name, masks, capture, features) if layers_here
                   else contextlib.nullcontext()):
                 if train and name in batch_stats:
-                    x, updates = module.apply(stage_vars, x, train=True, mutable=['batch_stats'])
+                    x, updates = module.apply(stage_vars, x, train=True, mutable=['batch_stats'], rngs=rngs)
                     batch_stats[name] = updates['batch_stats']
                 else:
-                    x = module.apply(stage_vars, x, train=train)
+                    x = module.apply(stage_vars, x, train=train, rngs=rngs)
             if masks and name in masks:
                 x = x * broadcast_mask(masks[name], x)
             if name in capture:

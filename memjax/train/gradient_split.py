@@ -17,15 +17,16 @@ from memjax.models.layer_index import get_subtree
 
 
 def split_gradients(model: StagedModel, variables: dict, x: jax.Array, labels: jax.Array, noisy: jax.Array,
-                    scale: float | jax.Array):
+                    scale: float | jax.Array, rng: jax.Array | None = None):
     """(g_clean, g_noisy, new batch_stats, per-example losses) of one batch.
 
     Args:
       x: normalised inputs [B, ...]; labels: int [B]; noisy: bool [B].
       scale: the loss weight of one example (1/B for a batch mean, 1/N for a set).
+      rng: dropout key for `StagedModel.apply` (the training step passes one; None: no dropout).
     """
     def per_example(params):
-        run = model.apply({**variables, 'params': params}, x, train=True)
+        run = model.apply({**variables, 'params': params}, x, train=True, rng=rng)
         losses = optax.softmax_cross_entropy_with_integer_labels(run.output.astype(jnp.float32), labels)
         return losses, run.batch_stats
 

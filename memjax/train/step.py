@@ -15,7 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from memjax.data.pipeline import augment_key, normalize, random_crop_flip
+from memjax.data.pipeline import augment_key, dropout_key, normalize, random_crop_flip
 from memjax.models.stages import StagedModel
 from memjax.train.gradient_split import split_gradients
 from memjax.train.state import TrainState
@@ -58,7 +58,9 @@ def make_train_chunk(model: StagedModel, tx: optax.GradientTransformation, *, ba
       order: int32 [N] this epoch's permutation of the training examples.
       epoch, first_step: int32 scalars; the chunk runs batches
         first_step .. first_step + num_steps - 1 of the epoch.
-      data_key: PRNG key [2] of the replica's data stream (augmentation).
+      data_key: PRNG key [2] of the replica's data stream (augmentation, and the
+        model's dropout: `dropout_key(data_key, epoch, batch)` goes to
+        `StagedModel.apply(rng=...)`; models without dropout ignore it).
       active: bool scalar; False returns the state unchanged (a converged
         replica under vmap; the loop strategy does not call it at all).
       num_steps: static number of steps (1: no loop in the program at all).
@@ -79,9 +81,10 @@ def make_train_chunk(model: StagedModel, tx: optax.GradientTransformation, *, ba
                 x = random_crop_flip(x, augment_key(data_key, epoch, batch))
             x = normalize(x, mean, std, model.dtype)
             sums = state.grad_sums
+            rng = dropout_key(data_key, epoch, batch)
             if gradient_accounting:
                 g_clean, g_noisy, batch_stats, losses = split_gradients(
-                    model, state.variables, x, y, noise_mask[idx], 1.0 / batch_size)
+                    model, state.variables, x, y, noise_mask[idx], 1.0 / batch_size, rng=rng)
                 grads = jax.tree_util.tree_map(jnp.add, g_clean, g_noisy)
                 loss = losses.mean()
                 sums = {'clean': jax.tree_util.tree_map(jnp.add, sums['clean'], g_clean),
@@ -91,7 +94,7 @@ def make_train_chunk(model: StagedModel, tx: optax.GradientTransformation, *, ba
 
                 def loss_fn(params):
                     run = model.apply({'params': params, 'batch_stats': state.batch_stats}, x, train=True,
-                                      masks=masks)
+                                      masks=masks, rng=rng)
                     return cross_entropy(run.output, y), run.batch_stats
 
                 (loss, batch_stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
