@@ -16,6 +16,8 @@ come back bit-identical. BatchNorm during training, `batchnorm`:
   training batches; still only the trained stage's params change.
 
 Evaluation (`predict`) always runs the whole network in evaluation mode.
+Training steps pass a dropout key (one per model and step, from `seed`), so
+models with dropout (P3's ViT) train with it on, as P3's retraining does.
 
 Each of the K models trains on its own examples: `indices[k]` into a shared
 image pool with `labels[k]` over that pool. Sets of different sizes are
@@ -85,24 +87,24 @@ class StageTrainer:
         self.lift = Lifted(strategy, size)
 
     # One model -------------------------------------------------------------
-    def _logits(self, variables, x, train_stage: bool):
+    def _logits(self, variables, x, train_stage: bool, rng=None):
         if self.batchnorm == 'live' or not train_stage:
-            run = self.model.apply(variables, x, train=train_stage)
+            run = self.model.apply(variables, x, train=train_stage, rng=rng)
             return run.output, run.batch_stats
         stats = variables.get('batch_stats', {})
         for i, name in enumerate(self.model.stage_names):
             run = self.model.apply({**variables, 'batch_stats': stats}, x, start=i, stop=i + 1,
-                                   train=name in self.unit_stages)
+                                   train=name in self.unit_stages, rng=rng)
             x, stats = run.output, run.batch_stats
         return x, _take_paths(variables.get('batch_stats', {}), stats, self.unit.paths, True)
 
-    def _step(self, variables, opt_state, pool, labels, idx, weights, active):
+    def _step(self, variables, opt_state, pool, labels, idx, weights, active, rng):
         x = normalize(pool[idx], self.mean, self.std, self.model.dtype)
         y = labels[idx]
 
         def loss_fn(params):
             params = freezing.stop_frozen_gradients(params, self.labels)
-            logits, batch_stats = self._logits({**variables, 'params': params}, x, train_stage=True)
+            logits, batch_stats = self._logits({**variables, 'params': params}, x, train_stage=True, rng=rng)
             losses = optax.softmax_cross_entropy_with_integer_labels(logits.astype(jnp.float32), y)
             return jnp.sum(weights * losses) / jnp.sum(weights), batch_stats
 
@@ -153,9 +155,12 @@ class StageTrainer:
                     idx.append(o[(step % c) * b:][:b])
                     weights.append(np.ones(b, np.float32))
             active = np.asarray([step < c for c in counts])
+            # Dropout (models that have it, e.g. P3's ViT, train with it on): one key per model and step.
+            keys = jax.random.split(jax.random.fold_in(jax.random.PRNGKey(self.seed), epoch * 100_003 + step),
+                                    len(orders))
             variables, opt_state, loss = self.lift(
-                self._step, (True, True, False, True, True, True, True), variables, opt_state, pool, labels,
-                jnp.asarray(np.stack(idx)), jnp.asarray(np.stack(weights)), jnp.asarray(active))
+                self._step, (True, True, False, True, True, True, True, True), variables, opt_state, pool, labels,
+                jnp.asarray(np.stack(idx)), jnp.asarray(np.stack(weights)), jnp.asarray(active), keys)
             totals += np.asarray(loss)
         return variables, opt_state, totals / np.asarray(counts)
 
