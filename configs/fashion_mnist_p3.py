@@ -51,5 +51,4 @@ def get_config():
     c.analysis.neurons.num_clean = 24
     c.analysis.neurons.num_noisy = 24
     c.analysis.neurons.max_neurons = 20
-    c.analysis.example_tied.epochs = 10
     return c

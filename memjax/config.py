@@ -99,11 +99,19 @@ def _flatten(tree: dict, prefix: str = '') -> dict:
     return out
 
 
+# Keys only some architectures read: they do not determine the results of the others.
+ARCHITECTURE_KEYS = {'model.depth': ('vit', 'vit_small'), 'model.heads': ('vit', 'vit_small'),
+                     'model.patch': ('vit', 'vit_small')}
+
+
 def result_keys(config_dict: dict) -> dict:
-    """Flattened config without the RUNTIME_KEYS: what determines a run's results."""
+    """Flattened config without the RUNTIME_KEYS and the architecture keys the model
+    ignores (a CNN's `model.patch`): what determines a run's results."""
     flat = _flatten(config_dict)
+    model = flat.get('model.name')
     return {k: v for k, v in flat.items()
-            if not any(k == r or k.startswith(r + '.') for r in RUNTIME_KEYS)}
+            if not any(k == r or k.startswith(r + '.') for r in RUNTIME_KEYS)
+            and (k not in ARCHITECTURE_KEYS or model in ARCHITECTURE_KEYS[k])}
 
 
 def config_differences(old: dict, new: dict) -> list[str]:

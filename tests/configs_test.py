@@ -43,3 +43,15 @@ def test_p1_cka_is_per_layer_in_the_cifar_resnet_configs():
         assert load(path).get_config().analysis.cka.granularity == 'layer', name
     default = load(os.path.join(os.path.dirname(__file__), '..', 'configs', 'default.py')).get_config()
     assert default.analysis.cka.granularity == 'stage'
+
+
+def test_keys_an_architecture_ignores_do_not_make_a_run_directory_foreign():
+    from memjax.config import config_differences, to_dict, training_config
+    old, new = to_dict(training_config()), to_dict(training_config())
+    old['model']['patch'], new['model']['patch'] = 4, None  # a CNN run written before model.patch lost its default
+    assert config_differences(old, new) == []
+    for config in (old, new):
+        config['model']['name'] = 'vit_small'
+    assert config_differences(old, new) == ['model.patch: 4 -> None']  # a ViT reads it: a different run
+    new['model']['patch'], new['model']['width'] = 4, 64
+    assert config_differences(old, new) == ['model.width: None -> 64']
