@@ -47,4 +47,7 @@ def get_config(arg=None):
     # analysis.<name>.granularity defaults to 'p3_groups'.
     c.analysis.neurons.num_clean = 1000  # P3 section 6.1: 1000 clean and 1000 noisy examples
     c.analysis.neurons.num_noisy = 1000
+    c.analysis.neurons.max_neurons = 100  # P3's search has no cap (clean mean 15.7): keep censoring rare
+    c.analysis.neurons.reference_batch = 512  # P3's code: the rest of a 512-example batch
+    c.analysis.neurons.accuracy_examples = 5000  # P3's code: the whole training set
     return apply_variant(c, arg)

@@ -129,13 +129,13 @@ def test_group_boundaries_fall_between_residual_groups():
     model = build_model('resnet18', 10, 4)
     layers = model.layer_names
     ends = block_ends(layers)
-    # After the stem, after layer1.1.conv_bn2, layer2.1.conv_bn2, layer3.1.conv_bn2, layer4.1.conv_bn2.
-    assert ends == [0, 4, 9, 14, 19]
+    # P1 Fig. 1: four lines, after the last layer of each residual group (none after the stem).
+    assert ends == [4, 9, 14, 19]
     assert [(layers[e], layers[e + 1]) for e in ends] == [
-        ('stem', 'layer1.0.conv_bn1'), ('layer1.1.conv_bn2', 'layer2.0.conv_bn1'),
+        ('layer1.1.conv_bn2', 'layer2.0.conv_bn1'),
         ('layer2.1.conv_bn2', 'layer3.0.conv_bn1'), ('layer3.1.conv_bn2', 'layer4.0.conv_bn1'),
         ('layer4.1.conv_bn2', 'head.dense')]
-    assert block_ends(model.stage_names) == [0, 2, 4, 6, 8]
+    assert block_ends(model.stage_names) == [2, 4, 6, 8]
     assert block_ends(build_model('cnn', 10, 4).layer_names) == [2]  # conv3 | fc1
 
 

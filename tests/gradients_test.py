@@ -10,7 +10,7 @@ from helpers import tiny_config
 from memjax.analysis.runner import run_analyses
 from memjax.models import build_model
 from memjax.run import open_run
-from memjax.train.gradient_split import layer_sums, split_gradients, unit_statistics
+from memjax.train.gradient_split import split_gradients, tensor_sums, unit_statistics
 from memjax.train.loop import train
 from memjax.train.step import cross_entropy
 from train_test import assert_trees, final_variables
@@ -40,7 +40,7 @@ def test_the_batch_gradient_is_the_sum_of_its_clean_and_noisy_parts_computed_sep
     jax.tree_util.tree_map(close, g_clean, expect_clean)
     jax.tree_util.tree_map(close, g_noisy, expect_noisy)
     jax.tree_util.tree_map(close, jax.tree_util.tree_map(jnp.add, g_clean, g_noisy), full)
-    stats = unit_statistics(layer_sums(model, g_clean, g_noisy), model.units('stage'))
+    stats = unit_statistics(tensor_sums(model, g_clean, g_noisy), model.units('stage'))
     assert set(stats) == set(model.stage_names)
     assert all(-1 <= float(v['cosine']) <= 1 for v in stats.values())
 
@@ -53,7 +53,7 @@ def test_accounting_during_training_records_every_epoch_and_leaves_training_unch
     assert_trees(final_variables(str(tmp_path / 'on')), final_variables(str(tmp_path / 'off')), exact=False,
                  rtol=1e-4, atol=1e-5)
     rows = open_run(str(tmp_path / 'on')).directory.read_metrics('gradients.jsonl')
-    assert len(rows) == 3 * 7  # epochs x CNN layers
+    assert len(rows) == 3 * (3 * 3 + 4 * 2)  # epochs x CNN tensors (conv kernel, BN scale, bias; dense kernel, bias)
     assert all(r['clean_sq'] > 0 and r['noisy_sq'] > 0 for r in rows)
     config = tiny_config(**{'analyses': ('gradients',)})
     run_analyses(config, str(tmp_path / 'on'), log=quiet)

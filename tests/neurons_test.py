@@ -1,5 +1,7 @@
 """The critical-neuron search finds a planted neuron; the AUC is a rank statistic."""
 
+import dataclasses
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -33,13 +35,22 @@ def test_search_removes_exactly_the_planted_neuron(score, noise):
     ref_x = jnp.array([[1.0, 1.0, 0.0, 1.0], [0.0, 1.0, 0.0, 1.0]])  # class 1 examples
     ref_y = jnp.array([1, 1])
     settings = Settings(max_neurons=3, noise=noise, noise_std=0.01, noise_copies=5, reference_batch=2, parallel=2,
-                        score=score)
+                        score=score, classifier_weights=False)
     result = critical_neuron_search(model, variables, x, y, ref_x, ref_y, settings, jax.random.PRNGKey(0))
     assert result['initially_correct'].all() and result['flipped'].all()
     assert result['count'].tolist() == [1, 1]
     np.testing.assert_array_equal(result['masks']['fc1'], [[1, 1, 0, 1], [1, 1, 0, 1]])
     accuracy = accuracy_after_removal(model, variables, result['masks'], x, y)
     np.testing.assert_array_equal(accuracy, [0.0, 0.0])
+    # With the classifier's single weights as candidates (P3), one removal still flips each example: either
+    # the planted unit or its one weight into class 0 (fc2's kernel entry [2, 0]).
+    both = critical_neuron_search(model, variables, x, y, ref_x, ref_y,
+                                  dataclasses.replace(settings, classifier_weights=True), jax.random.PRNGKey(0))
+    assert both['count'].tolist() == [1, 1] and both['flipped'].all()
+    for j in range(2):
+        removed_unit = np.flatnonzero(both['masks']['fc1'][j] == 0).tolist()
+        removed_weight = np.flatnonzero(both['masks']['fc2.weights'][j] == 0).tolist()
+        assert (removed_unit, removed_weight) in (([2], []), ([], [2 * 2 + 0])), (removed_unit, removed_weight)
 
 
 def test_detection_auc():
@@ -106,7 +117,7 @@ def test_a_planted_neuron_inside_a_residual_branch_is_found_and_the_skip_path_st
     x = jnp.array([[0.5, 0.5, 1.0, 0.5], [0.4, 0.6, 0.9, 0.3]])  # class 0 only through the branch: 6 > 1.5
     y = jnp.array([0, 0])
     ref_x, ref_y = jnp.array([[1.0, 1.0, 0.0, 1.0]]), jnp.array([1])
-    settings = Settings(max_neurons=3, noise_copies=5, reference_batch=1, parallel=2)
+    settings = Settings(max_neurons=3, noise_copies=5, reference_batch=1, parallel=2, classifier_weights=False)
     result = critical_neuron_search(model, variables, x, y, ref_x, ref_y, settings, jax.random.PRNGKey(0))
     assert result['flipped'].all() and result['count'].tolist() == [1, 1]
     removed = {name: np.flatnonzero(np.asarray(m[0]) == 0).tolist() for name, m in result['masks'].items()}

@@ -15,7 +15,7 @@ from memjax.models.layers import DenseReLU
 from memjax.models.stages import StagedModel
 from memjax.models.units import Unit
 from memjax.run import open_run
-from memjax.train.gradient_split import layer_sums, split_gradients, unit_statistics
+from memjax.train.gradient_split import split_gradients, tensor_sums, unit_statistics
 from memjax.train.loop import POISON_ENV, train
 
 quiet = lambda _: None
@@ -119,7 +119,8 @@ def test_gradient_accounting_matches_numpy_on_a_tiny_model():
     noisy = np.arange(12) % 4 == 0
     g_c, g_n, _, _ = split_gradients(model, variables, jnp.asarray(x, jnp.float32), jnp.asarray(y),
                                      jnp.asarray(noisy), 1.0 / 12)
-    stats = unit_statistics(layer_sums(model, g_c, g_n), model.units('layer'))
+    sums = tensor_sums(model, g_c, g_n)
+    stats = unit_statistics(sums, model.units('layer'), 'concat')
     p = jax.tree_util.tree_map(lambda a: np.asarray(a, np.float64), variables['params'])
     pre = x @ p['fc1']['dense']['kernel'] + p['fc1']['dense']['bias']
     h = np.maximum(pre, 0)
@@ -127,11 +128,13 @@ def test_gradient_accounting_matches_numpy_on_a_tiny_model():
     probs = np.exp(logits - logits.max(1, keepdims=True))
     probs /= probs.sum(1, keepdims=True)
 
-    def grads(part):
+    def tensors(part):
         d = (probs - np.eye(3)[y]) * (part / 12.0)[:, None]
         dh = d @ p['fc2']['dense']['kernel'].T * (pre > 0)
-        return {'fc1': np.concatenate([(x.T @ dh).ravel(), dh.sum(0)]),
-                'fc2': np.concatenate([(h.T @ d).ravel(), d.sum(0)])}
+        return {'fc1': [(x.T @ dh).ravel(), dh.sum(0)], 'fc2': [(h.T @ d).ravel(), d.sum(0)]}
+
+    def grads(part):
+        return {layer: np.concatenate(parts) for layer, parts in tensors(part).items()}
 
     clean, noise = grads((~noisy).astype(float)), grads(noisy.astype(float))
     for stage in ('fc1', 'fc2'):
@@ -141,9 +144,18 @@ def test_gradient_accounting_matches_numpy_on_a_tiny_model():
         assert stats[stage]['noisy_norm'] == pytest.approx(np.linalg.norm(n) / root, rel=1e-4)
         assert stats[stage]['total_norm'] == pytest.approx(np.linalg.norm(c + n) / root, rel=1e-4)
         assert stats[stage]['cosine'] == pytest.approx(c @ n / np.linalg.norm(c) / np.linalg.norm(n), abs=1e-4)
+    # P3's aggregate: each tensor (kernel, bias) normalised on its own, then averaged over the unit's tensors.
+    mean = unit_statistics(sums, model.units('layer'))
+    for stage in ('fc1', 'fc2'):
+        pairs = list(zip(tensors((~noisy).astype(float))[stage], tensors(noisy.astype(float))[stage]))
+        expect_clean = np.mean([np.linalg.norm(c) / np.sqrt(c.size) for c, _ in pairs])
+        expect_cos = np.mean([c @ n / np.linalg.norm(c) / np.linalg.norm(n) for c, n in pairs])
+        assert mean[stage]['clean_norm'] == pytest.approx(expect_clean, rel=1e-4)
+        assert mean[stage]['cosine'] == pytest.approx(expect_cos, abs=1e-4)
+        assert mean[stage]['clean_norm'] != pytest.approx(stats[stage]['clean_norm'], rel=1e-3)
     # A unit of two layers (a P3 group such as layer1) is the concatenation of its layers' gradients.
     group = Unit('both', (('fc1',), ('fc2',)), ('fc1', 'fc2'), 'fc2')
-    both = unit_statistics(layer_sums(model, g_c, g_n), [group])['both']
+    both = unit_statistics(sums, [group], 'concat')['both']
     c, n = np.concatenate([clean['fc1'], clean['fc2']]), np.concatenate([noise['fc1'], noise['fc2']])
     assert both['clean_norm'] == pytest.approx(np.linalg.norm(c) / np.sqrt(c.size), rel=1e-4)
     assert both['total_norm'] == pytest.approx(np.linalg.norm(c + n) / np.sqrt(c.size), rel=1e-4)
@@ -157,7 +169,7 @@ def test_a_replica_that_stopped_writes_no_gradient_rows(tmp_path, monkeypatch):
     rows = open_run(path).directory.read_metrics('gradients.jsonl')
     epochs = {r: sorted({row['epoch'] for row in rows if row['replica'] == r}) for r in (0, 1)}
     assert epochs == {0: [1, 2, 3], 1: [1]}
-    assert all(set(row) >= {'layer', 'clean_sq', 'noisy_sq', 'dot', 'count'} for row in rows)
+    assert all(set(row) >= {'layer', 'tensor', 'clean_sq', 'noisy_sq', 'dot', 'count'} for row in rows)
 
 
 @pytest.mark.parametrize('batchnorm', ['live', 'frozen'])

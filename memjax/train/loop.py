@@ -36,7 +36,7 @@ from memjax.errors import ConfigError, RunDirectoryError
 from memjax.models import StagedModel, model_from_config
 from memjax.rundir import RunDirectory, read_json, write_json
 from memjax.train import strategies as strategies_lib
-from memjax.train.gradient_split import layer_sums, rows_from_sums
+from memjax.train.gradient_split import rows_from_sums, tensor_sums
 from memjax.train.metrics import epoch_metrics
 from memjax.train.progress import epoch_line, progress_bar
 from memjax.train.replica_keys import data_keys, init_keys
@@ -266,9 +266,9 @@ def _poison(stacked, epoch: int):
 
 
 def _record_gradients(run: RunDirectory, model, stacked, epoch: int, replicas, trained):
-    """Appends this epoch's gradient accounting per layer (replicas that trained in it) to gradients.jsonl;
-    zeroes the sums."""
-    sums = jax.vmap(lambda c, n: layer_sums(model, c, n))(stacked.grad_sums['clean'], stacked.grad_sums['noisy'])
+    """Appends this epoch's gradient accounting per parameter tensor (replicas that trained in it) to
+    gradients.jsonl; zeroes the sums."""
+    sums = jax.vmap(lambda c, n: tensor_sums(model, c, n))(stacked.grad_sums['clean'], stacked.grad_sums['noisy'])
     run.append_metrics(rows_from_sums(sums, epoch, replicas, trained), 'gradients.jsonl')
     return stacked.replace(grad_sums=jax.tree_util.tree_map(jnp.zeros_like, stacked.grad_sums))
 
@@ -351,7 +351,8 @@ def _train(config, run: RunDirectory, log: Callable[[str], None], stack: context
         mark_diverged(setup, rows, progress, ok, epoch, log)
         state = strategy.place(stacked)
         if trainer.accounting:
-            stacked = _record_gradients(run, setup.model, stacked, epoch, setup.replicas, [row['active'] for row in rows])
+            stacked = _record_gradients(run, setup.model, stacked, epoch, setup.replicas,
+                                        [row['active'] for row in rows])
             state = strategy.place(stacked)
         save_epoch(setup, checkpoints, stacked, epoch, rows, progress,
                    final=not progress['active'].any() or epoch == epochs)

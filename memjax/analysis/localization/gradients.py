@@ -18,7 +18,7 @@ Two ways to get the numbers:
 - during training (`train.gradient_accounting=True`): g_c and g_n of every
   step are summed over the epoch (the contribution each part made to that
   epoch's updates) and written to gradients.jsonl in the run directory, one
-  row per layer;
+  row per parameter tensor;
 - from checkpoints (the `gradients` analysis): the full-training-set gradient
   at each kept epoch (not the paper's quantity, which is the epoch's SGD
   gradients; for runs trained without accounting).
@@ -45,11 +45,11 @@ from memjax.report.tables import write_csv
 from memjax.run import Run
 from memjax.analysis.localization.layer_groups import chosen_units, granularity_setting
 from memjax.errors import RunDirectoryError
-from memjax.train.gradient_split import layer_sums, rows_from_sums, split_gradients, unit_rows
+from memjax.train.gradient_split import AGGREGATES, rows_from_sums, split_gradients, tensor_sums, unit_rows
 
 NAME = 'gradients'
 
-COLUMNS = ('epoch', 'source', 'replica', 'noise_ratio', 'seed', 'granularity', 'unit', 'clean_norm', 'noisy_norm',
+COLUMNS = ('epoch', 'source', 'replica', 'noise_ratio', 'seed', 'granularity', 'aggregate', 'unit', 'clean_norm', 'noisy_norm',
            'total_norm', 'cosine')
 
 
@@ -58,6 +58,8 @@ class Settings(AnalysisSettings):
     """`analysis.gradients`: clean vs noisy gradient parts per unit (P3 section 4)."""
 
     granularity: str = granularity_setting()
+    aggregate: str = setting('tensor_mean', "a unit's numbers: the mean over its parameter tensors of each one's "
+                             'normalised norms and cosine (P3), or its parameters as one vector', choices=AGGREGATES)
     source: str = setting('auto', 'auto: the training record if present', choices=('auto', 'training', 'checkpoints'))
     epochs: tuple = setting((), 'kept epochs (checkpoints source; empty: all)')
     num_train: int | None = setting(None, 'training examples used (checkpoints source; None: all)')
@@ -96,7 +98,7 @@ def gradients_from_checkpoints(run: Run, s: Settings, context: Context) -> list[
                         jnp.asarray(labels[:, sl]), jnp.asarray(noisy[:, sl]))
             sums = part if sums is None else jax.tree_util.tree_map(jnp.add, sums, part)
         g_c, g_n = sums
-        sums = jax.vmap(lambda c, n: layer_sums(model, c, n))(g_c, g_n)
+        sums = jax.vmap(lambda c, n: tensor_sums(model, c, n))(g_c, g_n)
         include = [stop < 0 or epoch <= stop for stop in stopped]
         rows += rows_from_sums(sums, epoch, run.replicas, include)
         bar.update(1)
@@ -114,13 +116,13 @@ def run(run: Run, s: Settings, context: Context) -> None:
     log(f'gradients: clean vs noisy gradient per unit ({s.granularity}: {len(units)} units), from {source}')
     if source == 'training':
         with open(record) as f:
-            layer_rows = [json.loads(line) for line in f if line.strip()]
-        if layer_rows and 'layer' not in layer_rows[0]:
-            raise RunDirectoryError(f'{record} was written per stage by an older memjax; rerun with '
-                           '--config.analysis.gradients.source=checkpoints')
+            tensor_rows = [json.loads(line) for line in f if line.strip()]
+        if tensor_rows and 'tensor' not in tensor_rows[0]:
+            raise RunDirectoryError(f'{record} was written per stage or layer by an older memjax; rerun with '
+                                    '--config.analysis.gradients.source=checkpoints')
     else:
-        layer_rows = gradients_from_checkpoints(run, s, context)
-    rows = unit_rows(layer_rows, units, s.granularity, source)
+        tensor_rows = gradients_from_checkpoints(run, s, context)
+    rows = unit_rows(tensor_rows, units, s.granularity, source, s.aggregate)
     out = context.output
     write_csv(os.path.join(out, f'gradients_{source}.csv'), rows, COLUMNS)
     for ratio in sorted({r.noise_ratio for r in run.replicas if r.noise_ratio > 0}):

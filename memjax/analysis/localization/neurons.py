@@ -5,14 +5,20 @@ convs inside a residual block and the projection shortcut included) or a unit
 of any linear layer but the classifier: every layer of the model
 (`memjax.models.layer_index`) but the last. It is removed by zeroing its
 activation (a 0 in the layer's channel mask, `StagedModel.apply(masks=...)`;
-inside a residual branch the skip path is left intact). For one example
+inside a residual branch the skip path is left intact). With
+`classifier_weights` (default), each single weight of the classifier is a
+candidate too, removed by zeroing it (P3: "in the case of linear layers, we
+zero-out a single weight"; P3's ResNet-9 has no other linear layer, so
+memjax's hidden linear layers, as in the CNN, keep per-unit neurons). ViTs are
+refused: a block's output channel carries the skip path. For one example
 (x, y), with y the label the model was trained on, repeat until the
 prediction flips or `max_neurons` are gone:
 
   J(m) = l(Fbar_m(x), y) - mean_b l(Fbar_m(x_b), y_b)
 
-over a random training batch b, where Fbar averages the softmax outputs over
-`noise_copies` Gaussian-noised copies of each input (so the search cannot use
+over a random training batch b (redrawn every step; P3's code uses the rest
+of one fixed batch), where Fbar averages the logits over `noise_copies`
+Gaussian-noised copies of each input, as P3's code (so the search cannot use
 adversarial directions). `noise`: 'relative' (default, P3's code): each
 copy's noise has L2 norm `noise_scale` (1%) of that input's L2 norm (of the
 normalised input the model receives); 'fixed': i.i.d. noise of std
@@ -58,7 +64,8 @@ from memjax.analysis.localization.layer_groups import chosen_units, granularity_
 from memjax.analysis.settings import AnalysisSettings, Context, setting
 from memjax.data.pipeline import normalize
 from memjax.models import StagedModel
-from memjax.models.layer_index import get_subtree
+from memjax.errors import ConfigError
+from memjax.models.layer_index import get_subtree, set_subtree
 from memjax.report import p3_plots
 from memjax.report.tables import write_csv
 from memjax.run import Run
@@ -88,9 +95,20 @@ class Settings(AnalysisSettings):
     granularity: str = granularity_setting()
     parallel: int = setting(64, 'examples searched at once (vmap)')
     seed: int = setting(0, 'seed of the example choice and input noise')
+    classifier_weights: bool = setting(True, "the classifier's single weights are candidates too (P3: in a linear "
+                                       'layer a single weight is zeroed)')
 
     def validate(self) -> None:
         self.positive('max_neurons', 'noise_copies', 'reference_batch', 'accuracy_examples', 'parallel')
+
+    def check_model(self, model) -> None:
+        if model.name in ('vit', 'vit_small'):
+            raise ConfigError(f"analysis.neurons is not defined for {model.name}: a transformer block's output "
+                              'channel carries the skip path, so zeroing it is not removing a neuron; drop '
+                              "'neurons' from analyses")
+
+
+WEIGHTS = '.weights'  # suffix of the mask over the classifier's single weights
 
 
 def candidate_layers(model: StagedModel) -> tuple:
@@ -98,9 +116,38 @@ def candidate_layers(model: StagedModel) -> tuple:
     return model.layers[:-1]
 
 
-def full_masks(model: StagedModel) -> dict:
-    """{layer: ones [C]} for every candidate layer."""
-    return {layer.name: jnp.ones(layer.channels, jnp.float32) for layer in candidate_layers(model)}
+def classifier_kernel_path(model: StagedModel, params: dict) -> tuple[str, ...]:
+    """Path of the classifier's weight matrix [D, K] in params."""
+    path = model.layers[-1].path
+    return path + (('kernel',) if 'kernel' in get_subtree(params, path) else ('dense', 'kernel'))
+
+
+def full_masks(model: StagedModel, params: dict, classifier_weights: bool) -> dict:
+    """{layer: ones [C]} for every candidate layer, and with `classifier_weights`
+    {classifier + WEIGHTS: ones [D * K]} over the classifier's single weights."""
+    masks = {layer.name: jnp.ones(layer.channels, jnp.float32) for layer in candidate_layers(model)}
+    if classifier_weights:
+        masks[model.layers[-1].name + WEIGHTS] = jnp.ones(
+            get_subtree(params, classifier_kernel_path(model, params)).size, jnp.float32)
+    return masks
+
+
+def masked_variables(model: StagedModel, variables: dict, masks: dict) -> tuple[dict, dict]:
+    """(variables with the classifier's weight mask applied to its kernel, the activation masks)."""
+    activations = {k: v for k, v in masks.items() if not k.endswith(WEIGHTS)}
+    weights = [v for k, v in masks.items() if k.endswith(WEIGHTS)]
+    if not weights:
+        return variables, activations
+    path = classifier_kernel_path(model, variables['params'])
+    kernel = get_subtree(variables['params'], path)
+    params = set_subtree(variables['params'], path, kernel * weights[0].reshape(kernel.shape).astype(kernel.dtype))
+    return {**variables, 'params': params}, activations
+
+
+def masked_logits(model: StagedModel, variables: dict, x: jax.Array, masks: dict | None) -> jax.Array:
+    """Evaluation-mode logits [B, K] of x [B, ...] with neurons (and classifier weights) removed."""
+    variables, activations = masked_variables(model, variables, masks or {})
+    return model.apply(variables, x, masks=activations).output
 
 
 def input_noise(key, x, copies: int, mode: str, scale: float, std: float):
@@ -116,12 +163,11 @@ def input_noise(key, x, copies: int, mode: str, scale: float, std: float):
 
 
 def _averaged_log_probs(model, variables, x, masks, key, settings):
-    """log of Fbar: softmax averaged over noisy copies. x: [B, ...] -> [B, K]."""
+    """log softmax of Fbar, the logits averaged over noisy copies (P3's code). x: [B, ...] -> [B, K]."""
     copies = settings.noise_copies
     noise = input_noise(key, x, copies, settings.noise, settings.noise_scale, settings.noise_std)
-    logits = model.apply(variables, (x[None] + noise).reshape((-1, *x.shape[1:])), masks=masks).output
-    probs = jax.nn.softmax(logits.astype(jnp.float32)).reshape((copies, x.shape[0], -1)).mean(0)
-    return jnp.log(probs + 1e-12)
+    logits = masked_logits(model, variables, (x[None] + noise).reshape((-1, *x.shape[1:])), masks)
+    return jax.nn.log_softmax(logits.astype(jnp.float32).reshape((copies, x.shape[0], -1)).mean(0))
 
 
 def channel_scores(params: dict, grads: dict, channels: int) -> jax.Array:
@@ -150,7 +196,11 @@ def _search_step(model, variables, settings: Settings, masks, done, count, x, y,
         grads = jax.grad(objective)(variables['params'], masks)
         paths = {layer.name: layer.path for layer in candidate_layers(model)}
         raw = {n: -channel_scores(get_subtree(variables['params'], paths[n]), get_subtree(grads, paths[n]),
-                                  masks[n].shape[0]) for n in names}
+                                  masks[n].shape[0]) for n in names if not n.endswith(WEIGHTS)}
+        for n in names:
+            if n.endswith(WEIGHTS):  # a single weight: theta x gradient of that weight
+                path = classifier_kernel_path(model, variables['params'])
+                raw[n] = -(get_subtree(variables['params'], path) * get_subtree(grads, path)).ravel()
     scores = jnp.concatenate([jnp.where(masks[n] > 0, raw[n], -jnp.inf) for n in names])
     best = jnp.argmax(scores)
     flat = jnp.concatenate([masks[n] for n in names])
@@ -171,7 +221,7 @@ def critical_neuron_search(model: StagedModel, variables: dict, x: jax.Array, y:
     Returns {'count' [E], 'flipped' [E], 'initially_correct' [E] (by the noise-averaged classifier),
     'masks' {layer: [E, C]}}.
     """
-    start = full_masks(model)
+    start = full_masks(model, variables['params'], settings.classifier_weights)
     averaged = jax.jit(lambda v, x, k: _averaged_log_probs(model, v, x, None, k, settings))
     predictions = jnp.concatenate([jnp.argmax(averaged(variables, x[lo:lo + settings.parallel],
                                                        jax.random.fold_in(key, 2_000_003 + lo)), -1)
@@ -204,7 +254,7 @@ def critical_neuron_search(model: StagedModel, variables: dict, x: jax.Array, y:
 def accuracy_after_removal(model: StagedModel, variables: dict, masks: dict, x: jax.Array, y: jax.Array,
                            parallel: int = 64) -> np.ndarray:
     """Accuracy on (x [M, ...], y [M]) of the model with each example's masks {layer: [E, C]}: [E]."""
-    acc = jax.jit(jax.vmap(lambda v, m, x, y: jnp.mean(jnp.argmax(model.apply(v, x, masks=m).output, -1) == y),
+    acc = jax.jit(jax.vmap(lambda v, m, x, y: jnp.mean(jnp.argmax(masked_logits(model, v, x, m), -1) == y),
                            in_axes=(None, 0, None, None)))
     count = next(iter(masks.values())).shape[0]
     return np.concatenate([np.asarray(acc(variables, jax.tree_util.tree_map(lambda v: jnp.asarray(v[i:i + parallel]),
@@ -257,8 +307,9 @@ def run(run: Run, s: Settings, context: Context) -> None:
     final_epoch = run.final_epoch()
     rng = np.random.default_rng(s.seed)
     images = jnp.asarray(normalize(data.train_images, data.mean, data.std))
-    units = [u for u in chosen_units(model, s.granularity)
-             if set(u.layers) & {layer.name for layer in candidate_layers(model)}]
+    candidates = {layer.name for layer in candidate_layers(model)} | (
+        {model.layers[-1].name} if s.classifier_weights else set())
+    units = [u for u in chosen_units(model, s.granularity) if set(u.layers) & candidates]
     stages = [u.name for u in units]
     rows, summary = [], []
     log(f'neurons: {s.num_clean} clean + {s.num_noisy} noisy examples x {len(noisy_replicas)} replicas, '
@@ -278,8 +329,8 @@ def run(run: Run, s: Settings, context: Context) -> None:
                                        s.parallel)
         before = float(np.mean(np.asarray(jnp.argmax(model.apply(variables, images[subset]).output, -1))
                                == labels[subset]))
-        removed = {u.name: sum(np.sum(result['masks'][layer] == 0, axis=1) for layer in u.layers
-                               if layer in result['masks']) for u in units}
+        removed = {u.name: sum(np.sum(result['masks'][name] == 0, axis=1) for layer in u.layers
+                               for name in (layer, layer + WEIGHTS) if name in result['masks']) for u in units}
         for j, example in enumerate(index):
             if not result['initially_correct'][j]:
                 continue
@@ -300,6 +351,9 @@ def run(run: Run, s: Settings, context: Context) -> None:
             row[f'searched_{k}'] = int(counts[k].size)
             row[f'censored_{k}'] = int(censored[k].sum())
             row[f'mean_neurons_{k}'] = float(np.mean(flipped)) if flipped.size else None
+            # restricted mean: a censored search counts as the cap (a lower bound of its mean)
+            row[f'restricted_mean_neurons_{k}'] = (float(np.mean(np.minimum(counts[k], s.max_neurons)))
+                                                   if counts[k].size else None)
             drops = [r['accuracy_drop'] for r in mine[k] if r['flipped']]
             row[f'mean_accuracy_drop_{k}'] = float(np.mean(drops)) if drops else None
         summary.append({**row, **{f'{key}_noisy_detection' if key.startswith('auc') else f'{key}_pairs': value
@@ -314,8 +368,8 @@ def run(run: Run, s: Settings, context: Context) -> None:
                'accuracy_after', 'accuracy_drop', 'granularity', *[f'removed_{st}' for st in stages]))
     write_csv(os.path.join(out, 'summary.csv'), summary,
               ('replica', 'noise_ratio', 'seed', 'score', 'cap', 'searched_clean', 'censored_clean', 'mean_neurons_clean',
-               'mean_accuracy_drop_clean', 'searched_noisy', 'censored_noisy', 'mean_neurons_noisy',
-               'mean_accuracy_drop_noisy', 'auc_noisy_detection',
+               'restricted_mean_neurons_clean', 'mean_accuracy_drop_clean', 'searched_noisy', 'censored_noisy',
+               'mean_neurons_noisy', 'restricted_mean_neurons_noisy', 'mean_accuracy_drop_noisy', 'auc_noisy_detection',
                'auc_low_noisy_detection', 'auc_high_noisy_detection', 'auc_determined_noisy_detection',
                'undetermined_pairs'))
     p3_plots.neuron_counts(os.path.join(context.figures, 'neurons.png'), rows, stages, s.max_neurons)

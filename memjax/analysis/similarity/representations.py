@@ -148,10 +148,10 @@ def block_ends(names: tuple[str, ...]) -> list[int]:
 
     Stage or layer names alike: a unit's group is the part before the first dot
     (`layer2.0`, `layer2.1.conv_bn2` -> `layer2`; `stem`, `head.dense` -> themselves) or,
-    without a dot, the name less its digits (`conv3` -> `conv`, `fc1` -> `fc`). So for ResNet
-    layers the lines fall after the stem, between layerK's last layer and layerK+1's first,
-    and before the head.
+    without a dot, the name less its digits (`conv3` -> `conv`, `fc1` -> `fc`). A line ends
+    every group but the stem: for ResNet layers they fall after the last layer of each
+    residual group (layer1 .. layer4), P1 Fig. 1's four dashed lines.
     """
     def group(name: str) -> str:
         return name.split('.')[0] if '.' in name else name.rstrip('0123456789')
-    return [i for i in range(len(names) - 1) if group(names[i]) != group(names[i + 1])]
+    return [i for i in range(len(names) - 1) if group(names[i]) != group(names[i + 1]) and group(names[i]) != 'stem']
