@@ -1,8 +1,13 @@
 #!/usr/bin/env bash
 # The test suite on a fresh machine: set-up (venv, pip), then pytest. CPU only,
-# no network, no data download; a few minutes on 2 cores.
+# no network, no data download. Two pytest workers (one per core of the CI
+# machine), each taking whole files so module fixtures are built once;
+# MEMJAX_TEST_WORKERS=0 runs in one process.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 export JAX_PLATFORMS=cpu
-exec .venv/bin/python -m pytest -q tests "$@"
+workers="${MEMJAX_TEST_WORKERS:-2}"
+parallel=()
+[[ "$workers" != 0 ]] && parallel=(-n "$workers" --dist loadfile)
+exec .venv/bin/python -m pytest -q "${parallel[@]}" tests "$@"
