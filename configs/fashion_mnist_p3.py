@@ -9,11 +9,12 @@ recorded during training. Then: gradient accounting figures (P3 Figs. 1-2),
 layer rewinding (Fig. 3, plus the last k stages), layer retraining on clean
 examples (Fig. 4), the critical-neuron search (Fig. 5) and example-tied
 dropout against standard dropout and a sparse network (Tables 1 and 3), all
-at reduced sizes (see the analysis keys below).
+at reduced sizes (see the analysis keys below), on P3's layer groups (for
+this CNN its 7 layers).
 
 Command (the data comes from Debian's dataset-fashion-mnist package):
     python -m memjax.main --config=configs/fashion_mnist_p3.py --workdir=runs/fashion_mnist_p3
-Expected time: about 10 minutes on a 2-core CPU, analyses included (see README).
+Expected time: about 45 minutes on a 2-core CPU (7 of training, the rest the analyses; see README).
 """
 
 from memjax.experiment import base_config
