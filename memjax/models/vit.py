@@ -129,6 +129,17 @@ def attention_weights(q: jax.Array, k: jax.Array, log_temperature: jax.Array) ->
     return jax.nn.softmax(dots, axis=-1)
 
 
+def with_class_token(module: nn.Module, tokens, cls_init, pos_init):
+    """Called inside a compact embedding: tokens `[B, T, D]` -> `[B, T+1, D]`, a learned class
+    token (param 'cls' `[1, 1, D]`) prepended and a learned position embedding (param 'pos'
+    `[1, T+1, D]`) added."""
+    b, t, d = tokens.shape
+    cls = module.param('cls', cls_init, (1, 1, d))
+    pos = module.param('pos', pos_init, (1, t + 1, d))
+    x = jnp.concatenate([jnp.broadcast_to(cls, (b, 1, d)).astype(tokens.dtype), tokens], axis=1)
+    return x + pos.astype(x.dtype)
+
+
 # P3's ViT (vit_for_small_dataset) ---------------------------------------------------
 @layer_module
 class ShiftedPatchEmbed(nn.Module):
@@ -145,11 +156,8 @@ class ShiftedPatchEmbed(nn.Module):
         tokens = patchify(shifted_copies(x), self.patch)                 # [B, T, 5Cp^2]
         tokens = torch_layer_norm(self.dtype, 'norm')(tokens)
         tokens = torch_dense(self.dim, tokens.shape[-1], dtype=self.dtype, name='proj')(tokens)
-        b, t, _ = tokens.shape
-        cls = self.param('cls', nn.initializers.normal(1.0), (1, 1, self.dim))
-        pos = self.param('pos', nn.initializers.normal(1.0), (1, t + 1, self.dim))
-        x = jnp.concatenate([jnp.broadcast_to(cls, (b, 1, self.dim)).astype(tokens.dtype), tokens], axis=1)
-        return dropout(self, self.dropout, x + pos.astype(x.dtype), train)
+        x = with_class_token(self, tokens, nn.initializers.normal(1.0), nn.initializers.normal(1.0))
+        return dropout(self, self.dropout, x, train)
 
 
 class LocalitySelfAttention(nn.Module):
@@ -254,11 +262,8 @@ class PatchEmbed(nn.Module):
         x = pad_to_multiple(x, self.patch)
         x = nn.Conv(self.dim, (self.patch, self.patch), strides=self.patch, dtype=self.dtype,
                     name='patch')(x)
-        x = x.reshape((b, -1, self.dim))
-        cls = self.param('cls', nn.initializers.zeros, (1, 1, self.dim))
-        x = jnp.concatenate([jnp.broadcast_to(cls, (b, 1, self.dim)).astype(x.dtype), x], axis=1)
-        pos = self.param('pos', nn.initializers.normal(0.02), (1, x.shape[1], self.dim))
-        return x + pos.astype(x.dtype)
+        return with_class_token(self, x.reshape((b, -1, self.dim)), nn.initializers.zeros,
+                                nn.initializers.normal(0.02))
 
 
 @layer_module
