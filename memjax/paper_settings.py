@@ -14,21 +14,29 @@ Replicas are independent (own init, data order and augmentation per ratio:
 `train.shared_start=False`, the default): the papers trained a separate model
 per noise ratio and say nothing of a shared start.
 
-CKA (when P1's analyses are listed) uses the whole test split, as P1 computes
-CKA on the test split: analysis.cka.num_examples=10000 with the minibatch
-debiased estimator in batches of 1000 (Nguyen, Raghu & Kornblith 2021). The
-papers' full-batch biased estimator would need a 10k x 10k Gram per stage
-(400 MB each) or 10k x 65k activations per ResNet stage held at once; the
-biased estimator cannot be minibatched (it drifts with the batch size, and
-memjax refuses it), while the debiased one converges to the same population
-quantity without the D/(N+D) inflation of high-dimensional conv maps.
+CKA (when P1's analyses are listed) is P1's estimator: biased linear CKA,
+HSIC = tr(K H L H) / (N-1)^2, full batch, on the whole 10,000-image test
+split (analysis.cka.estimator='linear', minibatch_size=None,
+num_examples=10000). Each unit's 10,000 x 10,000 Gram is accumulated
+blockwise over example blocks of analysis.cka.forward_batch, so no unit's
+[10,000, D] activations are held; the Grams take L x 400 MB per model, and
+at most three models' are held at a time (see
+memjax/analysis/similarity/representations.py).
+The debiased value from the same Grams is written beside it (cka_debiased).
+The two differ on wide layers (biased CKA of independent D-dimensional
+features is about D/(N+D); debiased about 0): the biased one is what P1's
+figures plot. Minibatch debiased CKA (Nguyen, Raghu & Kornblith 2021) stays
+an option: --config.analysis.cka.estimator=debiased
+--config.analysis.cka.minibatch_size=1000.
 
 CKA is per layer (analysis.cka.granularity='layer'): P1's Fig. 1 plots CKA
 against each conv layer, not each residual block, so a ResNet-18 is compared
 at its 21 layers (stem, layer1.0.conv_bn1, ..., layer2.0.shortcut, ...,
-head.dense) rather than its 10 stages. For the CNN (configs/svhn_cnn.py) the
-layers are the stages, so nothing changes there. The held final Grams grow
-with the layer count (0.84 GB per ResNet-18 replica; see
+head.dense) and, after each block's layers, the block's output after the
+skip addition (layer1.0, ..., layer4.1): 29 units rather than its 10 stages.
+For the CNN (configs/svhn_cnn.py) the layers are the stages, so nothing
+changes there. The held Grams grow with the unit count (11.6 GB per
+ResNet-18 model at N = 10,000; see
 memjax/analysis/similarity/cka_over_training.py).
 """
 
@@ -60,9 +68,10 @@ def random_label_sweep(data_name: str, model_name: str, ratios: tuple = P2_RATIO
 
 
 def paper_cka(c) -> None:
-    """P1's CKA per layer on the whole 10,000-image test split in bounded memory (see the module doc)."""
+    """P1's CKA: biased linear, full batch (blockwise), per layer, on the whole 10,000-image test split
+    (see the module doc)."""
     c.analysis.cka.split = 'test'
     c.analysis.cka.num_examples = 10000
-    c.analysis.cka.estimator = 'debiased'
-    c.analysis.cka.minibatch_size = 1000
+    c.analysis.cka.estimator = 'linear'
+    c.analysis.cka.minibatch_size = None
     c.analysis.cka.granularity = 'layer'

@@ -119,3 +119,80 @@ def test_constant_features_give_zero_not_nan():
                   cka.gram_space_linear_cka(x, x), cka.feature_space_linear_cka(zeros, y),
                   cka.cka_all_pairs((jnp.asarray(x)[None],), (jnp.asarray(y)[None],))[0, 0, 0]):
         assert float(value) == 0.0
+
+
+# ---- Full batch, blockwise (P1's estimator on the whole test split) ----
+
+def numpy_cka(x: np.ndarray, y: np.ndarray, debiased: bool = False) -> float:
+    """CKA in float64 straight from the formulas: biased HSIC = tr(K H L H) / (N-1)^2 (Kornblith et al.,
+    P1 section 2); unbiased HSIC of Song et al. 2012 (Eq. 5 there) for the debiased estimator."""
+    x, y = x.reshape(len(x), -1).astype(np.float64), y.reshape(len(y), -1).astype(np.float64)
+    n = len(x)
+    k, l = x @ x.T, y @ y.T
+
+    def hsic(a, b):
+        if not debiased:
+            h = np.eye(n) - np.ones((n, n)) / n
+            return np.trace(a @ h @ b @ h) / (n - 1) ** 2
+        a, b = a - np.diag(np.diag(a)), b - np.diag(np.diag(b))
+        ones = np.ones(n)
+        return (np.trace(a @ b) + ones @ a @ ones * (ones @ b @ ones) / ((n - 1) * (n - 2))
+                - 2.0 / (n - 2) * ones @ a @ b @ ones) / (n * (n - 3))
+    return hsic(k, l) / np.sqrt(hsic(k, k) * hsic(l, l))
+
+
+def full_batch(units, block, **kwargs):
+    """(biased [L, L], debiased [L, L]) full-batch CKA of units (tuple of [n, D_l]) from blocks of `block`."""
+    n = units[0].shape[0]
+    grams = cka.blockwise_grams(lambda a, b: tuple(u[a:b] for u in units), n, block, **kwargs)
+    assert grams.shape == (len(units), n, n)
+    return tuple(np.asarray(v) for v in cka.full_batch_cka(grams, grams))
+
+
+def wide_units(n=61):
+    """Post-ReLU features with a large mean (as conv maps), a related narrow unit, and independent
+    features wider than n, where the biased and debiased estimators disagree most."""
+    r = np.random.default_rng(3)
+    x = np.maximum(r.normal(size=(n, 40)) + 0.7, 0.0)
+    y = np.maximum(x[:, :10] @ r.normal(size=(10, 25)) + r.normal(size=(n, 25)), 0.0)
+    wide_a, wide_b = r.normal(size=(n, 3, 4, 50)), r.normal(size=(n, 900))
+    return tuple(u.reshape(n, -1).astype(np.float32) for u in (x, y, wide_a, wide_b))
+
+
+def test_blockwise_full_batch_equals_one_shot_and_the_numpy_formula():
+    units = wide_units()
+    one_shot, _ = full_batch(units, block=61)  # one block: the Gram of all examples at once
+    for block in (16, 7):  # uneven last blocks
+        blockwise, _ = full_batch(units, block=block)
+        np.testing.assert_allclose(blockwise, one_shot, atol=2e-6)
+    for i, j in [(0, 1), (2, 3), (0, 2), (1, 3)]:
+        assert one_shot[i, j] == pytest.approx(numpy_cka(units[i], units[j]), abs=2e-5)
+        assert one_shot[i, j] == pytest.approx(float(cka.linear_cka(units[i], units[j])), abs=2e-5)
+    np.testing.assert_allclose(np.diag(one_shot), 1.0, atol=1e-5)
+    np.testing.assert_allclose(one_shot, one_shot.T, atol=1e-6)
+    # Independent 600- and 900-dim features on 61 examples: biased CKA is large (about D/(N+D)).
+    assert one_shot[2, 3] > 0.8
+
+
+def test_the_debiased_column_from_the_same_grams_is_the_unbiased_hsic_cka():
+    units = wide_units()
+    biased, debiased = full_batch(units, block=13)
+    for i, j in [(0, 1), (2, 3), (0, 3)]:
+        assert debiased[i, j] == pytest.approx(numpy_cka(units[i], units[j], debiased=True), abs=5e-5)
+        assert debiased[i, j] == pytest.approx(float(cka.linear_cka(units[i], units[j], debiased=True)), abs=5e-5)
+    assert abs(debiased[2, 3]) < 0.1 < 0.8 < biased[2, 3]  # independent: debiased near 0, biased not
+    np.testing.assert_allclose(np.diag(debiased), 1.0, atol=1e-5)
+
+
+def test_blockwise_rbf_equals_the_one_shot_rbf_estimators():
+    x, y = correlated(n=50)
+    biased, debiased = full_batch((x, y), block=12, kernel='rbf', bandwidth=0.8)
+    assert biased[0, 1] == pytest.approx(float(cka.rbf_cka(x, y, 0.8)), abs=2e-5)
+    assert debiased[0, 1] == pytest.approx(float(cka.rbf_cka(x, y, 0.8, debiased=True)), abs=2e-5)
+
+
+def test_full_batch_constant_units_give_zero_not_nan():
+    units = (np.full((20, 5), 3.0, np.float32), rng.normal(size=(20, 3)).astype(np.float32))
+    for kernel in ('linear', 'rbf'):
+        biased, debiased = full_batch(units, block=6, kernel=kernel)
+        assert biased[0, 1] == 0.0 and debiased[0, 1] == 0.0 and biased[1, 1] == pytest.approx(1.0, abs=1e-5)

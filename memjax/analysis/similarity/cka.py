@@ -20,6 +20,12 @@ Estimators:
   N x D matrix of all N examples is ever held. With the unbiased estimator per
   batch the result does not drift with the batch size; the biased one does,
   so the analyses refuse it with minibatches (`CkaSettings.validate`).
+- full batch, blockwise (`blockwise_grams`, `full_batch_cka`): the N x N
+  Gram of every unit, K = X X^T, accumulated from blocks X_a X_b^T of example
+  blocks (b <= a; the other half by symmetry), then centred exactly as H K H:
+  the full-batch estimators of all N examples without holding any unit's
+  [N, D] features, only two blocks' [B, D]. From one centred Gram both the
+  biased HSIC (P1's) and the unbiased one follow (see `full_batch_cka`).
 
 All computations run in float32 with matmul precision HIGHEST (no TF32/bf16
 passes on GPUs). Linear Grams are formed from the raw features and centred as
@@ -35,6 +41,7 @@ shared structure can be measured), never NaN.
 from __future__ import annotations
 
 import functools
+from typing import Callable
 
 import jax
 import jax.numpy as jnp
@@ -85,9 +92,15 @@ def rbf_gram(x: jax.Array, bandwidth: float = 0.5) -> jax.Array:
     reference's `threshold` (a fraction of the median distance).
     """
     xc = center_features(x)  # distances are translation invariant; centring only reduces rounding
-    sq = jnp.sum(xc * xc, axis=1)
-    d2 = jnp.maximum(sq[:, None] + sq[None, :] - 2.0 * _matmul(xc, xc.T), 0.0)
-    d2 = jnp.where(jnp.eye(x.shape[0], dtype=bool), 0.0, d2)
+    return rbf_from_linear(linear_gram(xc), bandwidth)
+
+
+def rbf_from_linear(gram: jax.Array, bandwidth: float = 0.5) -> jax.Array:
+    """The Gaussian kernel [N, N] of `rbf_gram` from the linear Gram [N, N] of the same
+    features (best of centred ones): d2_ij = K_ii + K_jj - 2 K_ij."""
+    sq = jnp.diagonal(gram)
+    d2 = jnp.maximum(sq[:, None] + sq[None, :] - 2.0 * gram, 0.0)
+    d2 = jnp.where(jnp.eye(gram.shape[0], dtype=bool), 0.0, d2)
     sigma2 = jnp.maximum(bandwidth ** 2 * jnp.median(d2), _TINY)
     return jnp.exp(-d2 / (2.0 * sigma2))
 
@@ -251,3 +264,105 @@ class MinibatchCKA:
         if self._sums is None:
             raise ValueError('MinibatchCKA.result() before any update()')
         return cka_from_sums(*self._sums)
+
+
+# ---- Full batch, blockwise: the N x N Grams of all N examples from blocks of examples ----
+
+@jax.jit
+def _gram_block(features_a: tuple, features_b: tuple) -> jax.Array:
+    """X_a X_b^T of every unit: features [Ba, D_l] and [Bb, D_l] -> [L, Ba, Bb]."""
+    return jnp.stack([_matmul(a.astype(jnp.float32), b.astype(jnp.float32).T)
+                      for a, b in zip(features_a, features_b)])
+
+
+@functools.partial(jax.jit, donate_argnums=0)
+def _put_block(grams: jax.Array, block: jax.Array, a, b) -> jax.Array:
+    """grams [L, N, N] (updated in place) with block [L, Ba, Bb] at rows a.., columns b.. and
+    its transpose at rows b.., columns a.. (a diagonal block is made exactly symmetric)."""
+    if block.shape[1] == block.shape[2]:
+        block = jnp.where(a == b, 0.5 * (block + jnp.swapaxes(block, 1, 2)), block)
+    grams = jax.lax.dynamic_update_slice(grams, block, (0, a, b))
+    return jax.lax.dynamic_update_slice(grams, jnp.swapaxes(block, 1, 2), (0, b, a))
+
+
+def _zero_if_constant(centred: jax.Array, raw: jax.Array) -> jax.Array:
+    """A centred Gram below 1e-10 of its raw Gram's energy is rounding noise: exact zeros."""
+    return jnp.where(jnp.sum(centred * centred) <= 1e-10 * jnp.sum(raw * raw), 0.0, centred)
+
+
+@functools.partial(jax.jit, donate_argnums=0, static_argnames=('kernel',))
+def finish_grams(grams: jax.Array, kernel: str = 'linear', bandwidth: float = 0.5) -> jax.Array:
+    """Raw linear Grams [L, N, N] -> centred kernel Grams H K H [L, N, N], one unit at a time and
+    in place (the input is donated; temporaries are a few [N, N]). rbf: the Gaussian kernel of the
+    same features (distances from the centred linear Gram, see `rbf_from_linear`), then centred."""
+    def unit(l, g):
+        raw = jax.lax.dynamic_index_in_dim(g, l, keepdims=False)
+        centred = _zero_if_constant(center_gram(raw), raw)
+        if kernel == 'rbf':
+            raw = rbf_from_linear(centred, bandwidth)
+            centred = _zero_if_constant(center_gram(raw), raw)
+        return jax.lax.dynamic_update_index_in_dim(g, centred, l, 0)
+    return jax.lax.fori_loop(0, grams.shape[0], unit, grams)
+
+
+def blockwise_grams(features_of: Callable[[int, int], tuple], n: int, block: int, kernel: str = 'linear',
+                    bandwidth: float = 0.5) -> jax.Array:
+    """Centred kernel Grams [L, n, n] of n examples, accumulated from blocks of `block` examples.
+
+    Args:
+      features_of: (start, stop) -> tuple of L arrays [stop - start, D_l], the units' features
+        of examples start..stop-1 (a forward pass).
+    Returns:
+      H K H for every unit, K = X X^T over all n examples (or its Gaussian kernel): exactly the
+      one-shot Gram, since K's block (a, b) is X_a X_b^T and centring follows accumulation.
+    Memory: the result, L x n^2 x 4 bytes, plus the features of two blocks and one [L, B, B]
+    block; no unit's [n, D] features are ever held. Cost: features_of is called
+    nb (nb + 1) / 2 times for nb = ceil(n / block) blocks (block a once, each b < a again
+    beside it), and the Gram products cost n^2 sum(D_l) multiply-adds (half by symmetry,
+    plus the diagonal blocks).
+    """
+    starts = list(range(0, n, block))
+    grams = None
+    for i, a in enumerate(starts):
+        features_a = features_of(a, min(a + block, n))
+        if grams is None:
+            grams = jnp.zeros((len(features_a), n, n), jnp.float32)
+        for b in starts[:i + 1]:
+            features_b = features_a if b == a else features_of(b, min(b + block, n))
+            grams = _put_block(grams, _gram_block(features_a, features_b), a, b)
+            del features_b
+            grams.block_until_ready()  # bounded memory: no forward passes queued ahead
+        del features_a
+    return finish_grams(grams, kernel, bandwidth)
+
+
+def _unbiased_inner(inner, diag_a, diag_b, n: int):
+    """<U(K), U(L)> from <Kc, Lc> and the diagonals of centred Grams Kc = H K H, Lc = H L H.
+
+    U-centring ignores additive row/column terms, so U(K) = U(Kc); and Kc has zero row sums, so
+    <U(Kc), U(Lc)> = <Kc, Lc> - n/(n-2) <diag Kc, diag Lc> + tr Kc tr Lc / ((n-1)(n-2)).
+    inner: [..., La, Lb]; diag_a: [La, n]; diag_b: [Lb, n].
+    """
+    cross = _matmul(diag_a, diag_b.T)
+    traces = jnp.sum(diag_a, axis=1)[:, None] * jnp.sum(diag_b, axis=1)[None, :]
+    return inner - n / (n - 2) * cross + traces / ((n - 1) * (n - 2))
+
+
+@jax.jit
+def full_batch_cka(grams_a: jax.Array, grams_b: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """Full-batch CKA of every unit of A against every unit of B, biased and debiased.
+
+    Args:
+      grams_a: [La, N, N], grams_b: [Lb, N, N]: centred kernel Grams (`blockwise_grams`).
+    Returns:
+      (biased CKA [La, Lb]: HSIC = tr(K H L H) / (N-1)^2, Kornblith et al. and P1;
+       debiased CKA [La, Lb]: the unbiased HSIC of Song et al. 2012, as `u_center_gram`).
+    The common HSIC scale cancels in the ratio. Constant units give 0 (see the module doc).
+    """
+    n = grams_a.shape[-1]
+    xy, xx, yy = pair_sums(grams_a, grams_b)
+    diag_a, diag_b = jnp.diagonal(grams_a, axis1=1, axis2=2), jnp.diagonal(grams_b, axis1=1, axis2=2)
+    uxy = _unbiased_inner(xy, diag_a, diag_b, n)
+    uxx = jnp.diagonal(_unbiased_inner(jnp.diag(xx), diag_a, diag_a, n))
+    uyy = jnp.diagonal(_unbiased_inner(jnp.diag(yy), diag_b, diag_b, n))
+    return cka_from_sums(xy, xx, yy), cka_from_sums(uxy, uxx, uyy)

@@ -4,8 +4,11 @@ Units are stages or layers (`analysis.cka.granularity`). Models are
 (replica, kept epoch) pairs, by default each noisy replica's final checkpoint
 against the final clean replica of its seed. Written:
 results/cka_matrix/<a>__<b>.npz (cka [L, L], stages [L] = unit names,
-granularity), <a>__<b>.csv (granularity, stage_a, stage_b, cka) and
+granularity, estimator, minibatch_size: 0 = full batch; and with full-batch
+Grams cka_debiased [L, L], the debiased value from the same Grams),
+<a>__<b>.csv (granularity, stage_a, stage_b, cka[, cka_debiased]) and
 figures/cka_matrix_<a>__<b>.png. Representation settings: `analysis.cka`.
+Memory: the two models' Grams (see `representations`).
 """
 
 from __future__ import annotations
@@ -16,8 +19,8 @@ import os
 import numpy as np
 
 from memjax.analysis.settings import AnalysisSettings, Context, setting
-from memjax.analysis.similarity.cka import MinibatchCKA
-from memjax.analysis.similarity.representations import CkaSettings, GramMaker, block_ends, split_images
+from memjax.analysis.similarity.representations import (CkaSettings, GramMaker, block_ends, check_memory, compare,
+                                                         split_images)
 from memjax.errors import ConfigError
 from memjax.report import plots
 from memjax.report.tables import write_csv
@@ -64,34 +67,43 @@ def default_pairs(run: Run) -> list[tuple]:
     return pairs
 
 
-def cka_matrix(run: Run, settings: CkaSettings, a: tuple[int, int], b: tuple[int, int]) -> tuple[np.ndarray, tuple]:
-    """(CKA [L, L] between all units of model a (rows) and all units of model b (columns),
-    unit names [L]); a and b are (replica, epoch)."""
+def cka_matrices(run: Run, settings: CkaSettings, pairs: list[tuple], log=lambda _: None):
+    """For each pair (a, b) of (replica, epoch) models, in the order given: (a, b, {'cka': [L, L]} (plus
+    'cka_debiased' [L, L] in full batch) between all units of model a (rows) and of model b (columns),
+    unit names [L]). Two models' Grams are held; a model shared by consecutive pairs is formed once."""
     maker = GramMaker(run.model, run.dataset.mean, run.dataset.std, settings)
     images = split_images(run, settings)
-    accumulator = MinibatchCKA(debiased=settings.debiased)
-    grams = [maker.grams(run.replica_variables(epoch, replica), images) for replica, epoch in (a, b)]
-    for ga, gb in zip(*grams):
-        accumulator.update(ga, gb)
-    return np.asarray(accumulator.result()), maker.names
+    check_memory(maker, 2, images.shape[1:], log)
+    held: dict[tuple, list] = {}
+    for a, b in pairs:
+        for key in [key for key in held if key not in (a, b)]:
+            del held[key]  # frees its Grams before the next are formed
+        for replica, epoch in (a, b):
+            if (replica, epoch) not in held:
+                held[(replica, epoch)] = maker.grams(run.replica_variables(epoch, replica), images)
+        yield a, b, compare(held[a], held[b], settings), maker.names
 
 
 def run(run: Run, settings: Settings, context: Context) -> None:
     cka_settings = context.shared['cka']
-    pairs = list(settings.pairs) or default_pairs(run)
-    for spec_a, spec_b in pairs:
-        a, b = _model_key(run, spec_a), _model_key(run, spec_b)
-        matrix, stages = cka_matrix(run, cka_settings, a, b)
+    specs = list(settings.pairs) or default_pairs(run)
+    pairs = sorted([(_model_key(run, spec_a), _model_key(run, spec_b)) for spec_a, spec_b in specs],
+                   key=lambda pair: pair[0])  # pairs that share model a run one after another
+    for a, b, values, stages in cka_matrices(run, cka_settings, pairs, context.log):
+        matrix = values['cka']
         name = lambda key: f'r{run.replicas[key[0]].noise_ratio:g}_s{run.replicas[key[0]].seed}_e{key[1]}'
         stem = f'{name(a)}__{name(b)}'
         granularity = cka_settings.granularity
-        np.savez(os.path.join(context.output, f'{stem}.npz'), cka=matrix, stages=np.asarray(stages),
-                 granularity=np.asarray(granularity))
-        rows = [{'granularity': granularity, 'stage_a': sa, 'stage_b': sb, 'cka': float(matrix[i, j])}
+        np.savez(os.path.join(context.output, f'{stem}.npz'), **values, stages=np.asarray(stages),
+                 granularity=np.asarray(granularity), estimator=np.asarray(cka_settings.estimator),
+                 minibatch_size=np.asarray(cka_settings.minibatch_size or 0))
+        keys = list(values)
+        rows = [{'granularity': granularity, 'stage_a': sa, 'stage_b': sb,
+                 **{key: float(values[key][i, j]) for key in keys}}
                 for i, sa in enumerate(stages) for j, sb in enumerate(stages)]
-        write_csv(os.path.join(context.output, f'{stem}.csv'), rows, ('granularity', 'stage_a', 'stage_b', 'cka'))
+        write_csv(os.path.join(context.output, f'{stem}.csv'), rows, ('granularity', 'stage_a', 'stage_b', *keys))
         label = lambda key: f'r={run.replicas[key[0]].noise_ratio:g}, seed {run.replicas[key[0]].seed}, epoch {key[1]}'
         plots.heatmap(os.path.join(context.figures, f'cka_matrix_{stem}.png'), matrix, stages, stages,
-                      f'{cka_settings.estimator} CKA per {granularity}, {run.config.model.name}', label(a), label(b),
+                      f'{cka_settings.describe()}, per {granularity}, {run.config.model.name}', label(a), label(b),
                       block_ends=block_ends(stages) if granularity == 'layer' else ())
         context.log(f'  cka_matrix {label(a)} vs {label(b)}: results/cka_matrix/{stem}.npz')

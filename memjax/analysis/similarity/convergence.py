@@ -20,6 +20,6 @@ SETTINGS_KEY = 'cka'
 def run(run: Run, settings: Settings, context: Context) -> None:
     result = shared_pass(run, settings, context)
     unit = settings.granularity
-    save(run, NAME, result[NAME], result['epochs'], result['stages'], unit, context,
+    save(run, NAME, result[NAME], result['epochs'], result['stages'], settings, context,
          f'Layer convergence: CKA({unit} at epoch t, same {unit} at the final epoch), {run.config.model.name}',
          'CKA with final')
