@@ -182,6 +182,12 @@ def test_the_debiased_column_from_the_same_grams_is_the_unbiased_hsic_cka():
         assert debiased[i, j] == pytest.approx(float(cka.linear_cka(units[i], units[j], debiased=True)), abs=5e-5)
     assert abs(debiased[2, 3]) < 0.1 < 0.8 < biased[2, 3]  # independent: debiased near 0, biased not
     np.testing.assert_allclose(np.diag(debiased), 1.0, atol=1e-5)
+    # Unit l against unit l only (what the over-training analyses keep) is the diagonal of all pairs.
+    grams = cka.blockwise_grams(lambda a, b: tuple(u[a:b] for u in units), 61, 13)
+    shifted = jnp.roll(grams, 1, axis=0)
+    pairs, diagonal = cka.full_batch_cka(grams, shifted), cka.full_batch_cka(grams, shifted, diagonal=True)
+    for all_pairs, same_unit in zip(pairs, diagonal):
+        np.testing.assert_allclose(np.asarray(same_unit), np.diagonal(np.asarray(all_pairs)), atol=1e-5)
 
 
 def test_blockwise_rbf_equals_the_one_shot_rbf_estimators():

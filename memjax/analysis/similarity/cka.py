@@ -336,33 +336,46 @@ def blockwise_grams(features_of: Callable[[int, int], tuple], n: int, block: int
     return finish_grams(grams, kernel, bandwidth)
 
 
-def _unbiased_inner(inner, diag_a, diag_b, n: int):
+def _unbiased_inner(inner, diag_a, diag_b, n: int, diagonal: bool):
     """<U(K), U(L)> from <Kc, Lc> and the diagonals of centred Grams Kc = H K H, Lc = H L H.
 
     U-centring ignores additive row/column terms, so U(K) = U(Kc); and Kc has zero row sums, so
     <U(Kc), U(Lc)> = <Kc, Lc> - n/(n-2) <diag Kc, diag Lc> + tr Kc tr Lc / ((n-1)(n-2)).
-    inner: [..., La, Lb]; diag_a: [La, n]; diag_b: [Lb, n].
+    inner: [La, Lb] (or [L] when `diagonal`: unit l of A with unit l of B); diag_a: [La, n]; diag_b: [Lb, n].
     """
-    cross = _matmul(diag_a, diag_b.T)
-    traces = jnp.sum(diag_a, axis=1)[:, None] * jnp.sum(diag_b, axis=1)[None, :]
+    trace_a, trace_b = jnp.sum(diag_a, axis=1), jnp.sum(diag_b, axis=1)
+    if diagonal:
+        cross, traces = jnp.sum(diag_a * diag_b, axis=1), trace_a * trace_b
+    else:
+        cross, traces = _matmul(diag_a, diag_b.T), trace_a[:, None] * trace_b[None, :]
     return inner - n / (n - 2) * cross + traces / ((n - 1) * (n - 2))
 
 
-@jax.jit
-def full_batch_cka(grams_a: jax.Array, grams_b: jax.Array) -> tuple[jax.Array, jax.Array]:
-    """Full-batch CKA of every unit of A against every unit of B, biased and debiased.
+@functools.partial(jax.jit, static_argnames=('diagonal',))
+def full_batch_cka(grams_a: jax.Array, grams_b: jax.Array, diagonal: bool = False) -> tuple[jax.Array, jax.Array]:
+    """Full-batch CKA of the units of A against those of B, biased and debiased.
 
     Args:
       grams_a: [La, N, N], grams_b: [Lb, N, N]: centred kernel Grams (`blockwise_grams`).
+      diagonal: only unit l of A against unit l of B (La = Lb = L).
     Returns:
-      (biased CKA [La, Lb]: HSIC = tr(K H L H) / (N-1)^2, Kornblith et al. and P1;
-       debiased CKA [La, Lb]: the unbiased HSIC of Song et al. 2012, as `u_center_gram`).
+      (biased CKA, HSIC = tr(K H L H) / (N-1)^2 as in Kornblith et al. and P1;
+       debiased CKA, the unbiased HSIC of Song et al. 2012, as `u_center_gram`),
+      each [La, Lb], or [L] when `diagonal`.
     The common HSIC scale cancels in the ratio. Constant units give 0 (see the module doc).
+    Memory: the inner products are fused multiply-reductions, no [N, N] product is stored
+    (one unit of A at a time against all of B for all pairs).
     """
     n = grams_a.shape[-1]
-    xy, xx, yy = pair_sums(grams_a, grams_b)
+
+    def inner(a, b):
+        return jnp.sum(a * b, axis=(-2, -1))
+    xx, yy = inner(grams_a, grams_a), inner(grams_b, grams_b)
+    xy = inner(grams_a, grams_b) if diagonal else jax.lax.map(lambda g: inner(g[None], grams_b), grams_a)
     diag_a, diag_b = jnp.diagonal(grams_a, axis1=1, axis2=2), jnp.diagonal(grams_b, axis1=1, axis2=2)
-    uxy = _unbiased_inner(xy, diag_a, diag_b, n)
-    uxx = jnp.diagonal(_unbiased_inner(jnp.diag(xx), diag_a, diag_a, n))
-    uyy = jnp.diagonal(_unbiased_inner(jnp.diag(yy), diag_b, diag_b, n))
+    uxy = _unbiased_inner(xy, diag_a, diag_b, n, diagonal)
+    uxx = _unbiased_inner(xx, diag_a, diag_a, n, True)
+    uyy = _unbiased_inner(yy, diag_b, diag_b, n, True)
+    if diagonal:
+        return _safe_cka(xy, xx, yy), _safe_cka(uxy, uxx, uyy)
     return cka_from_sums(xy, xx, yy), cka_from_sums(uxy, uxx, uyy)

@@ -93,8 +93,8 @@ def cka_over_training(run: Run, settings: CkaSettings, targets: list[list[int]],
             if current is None:
                 current = maker.grams(run.replica_variables(epoch, i), images)
             for k, target in enumerate(targets):
-                for key, matrix in compare(current, finals[target[i]], settings).items():
-                    out[k][key][i, :, t] = np.diagonal(matrix)
+                for key, values in compare(current, finals[target[i]], settings, diagonal=True).items():
+                    out[k][key][i, :, t] = values
             del current
             bar.update(1)
     bar.close()

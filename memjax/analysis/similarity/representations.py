@@ -243,21 +243,22 @@ def check_memory(maker: GramMaker, models_held: int, image_shape: tuple, log) ->
                           "or use minibatch CKA (analysis.cka.estimator=debiased, analysis.cka.minibatch_size=1000)")
 
 
-def compare(grams_a: list, grams_b: list, settings: CkaSettings) -> dict[str, np.ndarray]:
+def compare(grams_a: list, grams_b: list, settings: CkaSettings, diagonal: bool = False) -> dict[str, np.ndarray]:
     """CKA of every unit of model A against every unit of model B, from `GramMaker.grams`.
 
     Returns:
       {'cka': [La, Lb]} with the settings' estimator and, in full batch, 'cka_debiased' [La, Lb]:
-      the debiased value of the same kernel from the same Grams.
+      the debiased value of the same kernel from the same Grams. With `diagonal`, unit l of A
+      against unit l of B only: [L] each.
     """
     if settings.full_batch:
-        biased, debiased = full_batch_cka(grams_a[0], grams_b[0])
-        debiased = np.asarray(debiased)
-        return {'cka': debiased if settings.debiased else np.asarray(biased), 'cka_debiased': debiased}
+        biased, debiased = (np.asarray(v) for v in full_batch_cka(grams_a[0], grams_b[0], diagonal=diagonal))
+        return {'cka': debiased if settings.debiased else biased, 'cka_debiased': debiased}
     accumulator = MinibatchCKA(debiased=settings.debiased)
     for ga, gb in zip(grams_a, grams_b):
         accumulator.update(ga, gb)
-    return {'cka': np.asarray(accumulator.result())}
+    result = np.asarray(accumulator.result())
+    return {'cka': np.diagonal(result) if diagonal else result}
 
 
 def block_ends(names: tuple[str, ...]) -> list[int]:
