@@ -4,11 +4,13 @@ Random-label noise, trained until 99% training accuracy; the shared recipe
 is in memjax/paper_settings.py. Then the P1/P2 analyses: CKA over training,
 noisy-vs-clean CKA, CKA heatmaps, stitching with critical depths, one-stage
 fine-tuning.
-CKA is per layer (analysis.cka.granularity='layer', set in paper_cka): P1's
-Fig. 1 is CKA against each of ResNet-18's 21 conv/linear layers, inside the
-residual blocks, with dashed lines between residual groups; the per-block
-view is --config.analysis.cka.granularity=stage. The 9 replicas' final Grams
-(21 per 1000-example minibatch) take 7.6 GB of device memory.
+CKA is P1's estimator (biased linear, full batch on the 10,000 test images)
+per layer (analysis.cka.granularity='layer', set in paper_cka): P1's Fig. 1
+is CKA against each of ResNet-18's 21 conv/linear layers, inside the
+residual blocks, and each block's output, with dashed lines between residual
+groups; the per-block view is --config.analysis.cka.granularity=stage. The
+Grams take 11.6 GB per model (29 units x 10,000^2 x 4 bytes), three models
+at a time: about 38 GB of device memory.
 The smoke variant (`--config=configs/cifar10_r18.py:smoke`) is a tiny synthetic run of the
 same analyses that finishes in seconds on a CPU (the Colab notebooks' CI uses it).
 

@@ -37,5 +37,5 @@ def get_config():
     c.train.weight_decay = 5e-4
     c.train.stop_accuracy = 0.99
     c.checkpoint.every = 1
-    paper_cka(c)  # CKA on the whole test split, minibatch debiased (reason: memjax/paper_settings.py)
+    paper_cka(c)  # P1's CKA: biased linear, full batch on the whole test split (memjax/paper_settings.py)
     return c
