@@ -2,10 +2,13 @@
 
 A clean replica and one whose labels are half permuted (random labels),
 trained to fit them, checkpoints every 5 epochs; then MFTMA (capacity, radius,
-dimension, center correlation) per residual block at six kept epochs for the
-unpermuted, permuted and restored class manifolds (10 classes x 50 examples,
-kappa 0, n_t 200: the reference code's values), and rewinding of the last k
-stages (P5's generalization-restoring experiment). The permuted fraction is
+dimension, center correlation) per stage (the stem, each residual block, the
+head) at six kept epochs for the unpermuted, permuted and restored class
+manifolds (10 classes x 50 examples, kappa 0, n_t 200: the reference code's
+values), and rewinding of the last k of the same stages together to an
+earlier epoch (P5's generalization-restoring experiment;
+analysis.rewinding.granularity='stage', so "last 1" is the head and "last 2"
+the head and layer4.1). The permuted fraction is
 `noise.ratios`; P5 varies it, and memjax's default here (0.5) is a choice, not
 a value read from the paper. Recipe: memjax/paper_settings.py.
 The smoke variant (`--config=configs/cifar10_r18_p5.py:smoke`) is a tiny synthetic run of the
@@ -25,4 +28,7 @@ def get_config(arg=None):
     c = random_label_sweep('cifar10', 'resnet18', (0.0, 0.5))
     c.analyses = ('manifolds', 'rewinding')
     c.analysis.manifolds.num_epochs = 6
+    # P5's rewinding and geometry speak of the same layers: rewind the units the manifolds are measured
+    # on, one per stage (stem, each residual block, head), not P3's layer groups.
+    c.analysis.rewinding.granularity = 'stage'
     return apply_variant(c, arg)

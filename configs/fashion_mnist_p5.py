@@ -7,8 +7,8 @@ trained until it fits them. Then MFTMA per stage at four kept epochs for the
 three kinds of class manifolds (unpermuted, permuted, restored; 10 classes x
 50 examples): do the permuted manifolds' radius and dimension shrink in the
 deeper layers late in training while early layers barely change? And P5's
-rewinding result: rewinding the last k stages to an early epoch restores test
-accuracy (`rewinding`, last_k).
+rewinding result: rewinding the last k stages (the units the manifolds are
+measured on) to an early epoch restores test accuracy (`rewinding`, last_k).
 
 Command (the data comes from Debian's dataset-fashion-mnist package):
     python -m memjax.main --config=configs/fashion_mnist_p5.py --workdir=runs/fashion_mnist_p5
@@ -35,6 +35,7 @@ def get_config():
     c.train.peak_epoch = 8.0
     c.checkpoint.every = 2
     c.analyses = ('manifolds', 'rewinding')
+    c.analysis.rewinding.granularity = 'stage'  # the units the manifolds are measured on (P5)
     c.analysis.manifolds.examples_per_class = 50
     c.analysis.manifolds.num_epochs = 4
     c.analysis.rewinding.num_train = 2000

@@ -55,3 +55,19 @@ def test_keys_an_architecture_ignores_do_not_make_a_run_directory_foreign():
     assert config_differences(old, new) == ['model.patch: 4 -> None']  # a ViT reads it: a different run
     new['model']['patch'], new['model']['width'] = 4, 64
     assert config_differences(old, new) == ['model.width: None -> 64']
+
+
+def test_the_p2_configs_run_their_papers_analyses():
+    """P2: stitching in both directions (critical depths included) on all five models; fine-tuning on
+    ResNet-18 / CIFAR-10 only; P1's CKA where P1 ran it (the SVHN CNN and ResNet-18 / CIFAR-10)."""
+    configs = os.path.join(os.path.dirname(__file__), '..', 'configs')
+    expected = {'svhn_cnn': {'convergence', 'noisy_vs_clean', 'stitching'},
+                'cifar10_r18': {'convergence', 'noisy_vs_clean', 'stitching', 'finetune'},
+                'cifar10_r34': {'stitching'}, 'cifar100_r34': {'stitching'}, 'cifar100_r50': {'stitching'}}
+    for name, analyses in expected.items():
+        listed = set(load(os.path.join(configs, f'{name}.py')).get_config().analyses)
+        assert analyses <= listed, name
+        assert ('finetune' in listed) == (name == 'cifar10_r18'), name
+        assert bool(listed & {'convergence', 'noisy_vs_clean'}) == (name in ('svhn_cnn', 'cifar10_r18')), name
+    svhn = load(os.path.join(configs, 'svhn_cnn.py')).get_config()
+    assert 0.675 in svhn.noise.ratios  # P1's ratios
