@@ -77,10 +77,12 @@ def rewinding_last_k(path: str, rows: list[dict], units: Sequence[str], epochs: 
 
 
 def gradient_accounting(path: str, rows: list[dict], units: Sequence[str], ratio: float,
-                        source: str = 'training') -> None:
+                        source: str = 'training', averaged: list[dict] | None = None,
+                        window: str = 'all epochs') -> None:
     """P3 Figs. 1-2: per-unit normalised gradient norms (clean vs noisy) and their cosine, per epoch.
 
     source: 'training' (the epoch's SGD gradients) or 'checkpoints' (full-data gradient at kept epochs).
+    averaged: rows per (replica, unit) averaged over `window` (P3 Fig. 1's bars); None: over every epoch.
     """
     epochs = sorted({r['epoch'] for r in rows})
     cmap = plt.get_cmap('viridis')
@@ -91,14 +93,17 @@ def gradient_accounting(path: str, rows: list[dict], units: Sequence[str], ratio
                   for key in ('clean_norm', 'noisy_norm', 'cosine')}
         axes[0].plot(epochs, series['clean_norm'], color=color, label=unit)
         axes[0].plot(epochs, series['noisy_norm'], color=color, linestyle='--')
-        axes[1].bar(l - 0.2, _mean(series['clean_norm']), width=0.4, color='tab:blue')
-        axes[1].bar(l + 0.2, _mean(series['noisy_norm']), width=0.4, color='tab:red')
+        bars = [r for r in averaged if r['unit'] == unit] if averaged is not None else None
+        axes[1].bar(l - 0.2, _mean([r['clean_norm'] for r in bars]) if bars is not None
+                    else _mean(series['clean_norm']), width=0.4, color='tab:blue')
+        axes[1].bar(l + 0.2, _mean([r['noisy_norm'] for r in bars]) if bars is not None
+                    else _mean(series['noisy_norm']), width=0.4, color='tab:red')
         axes[2].plot(epochs, series['cosine'], color=color, label=unit)
     axes[0].set_title('gradient norm / sqrt(#params): clean (solid), noisy (dashed)', fontsize=9)
     axes[0].set_xlabel('epoch', fontsize=8)
     axes[1].set_xticks(range(len(units)))
     axes[1].set_xticklabels(units, rotation=60, ha='right', fontsize=7)
-    axes[1].set_title('mean over epochs: clean (blue) vs noisy (red)', fontsize=9)
+    axes[1].set_title(f'mean over {window}: clean (blue) vs noisy (red)', fontsize=9)
     axes[2].axhline(0, color='gray', linewidth=0.8)
     axes[2].set_ylim(-1.05, 1.05)
     axes[2].set_title('cosine(mean clean gradient, mean noisy gradient)', fontsize=9)
