@@ -1,6 +1,6 @@
 """P5 (Stephenson et al., ICLR 2021, arXiv:2105.14602): ResNet-18 on CIFAR-10 with permuted labels.
 
-A clean replica and one whose labels are half permuted (random labels),
+A clean replica and one with half of its training examples relabelled,
 trained to fit them, checkpoints every 5 epochs; then MFTMA (capacity, radius,
 dimension, center correlation) per stage (the stem, each residual block, the
 head) at six kept epochs for the unpermuted, permuted and restored class
@@ -11,6 +11,15 @@ analysis.rewinding.granularity='stage', so "last 1" is the head and "last 2"
 the head and layer4.1). The permuted fraction is
 `noise.ratios`; P5 varies it, and memjax's default here (0.5) is a choice, not
 a value read from the paper. Recipe: memjax/paper_settings.py.
+
+Labels and training, stated plainly: P5 calls the relabelled examples
+"permuted"; memjax gives each one a new label drawn uniformly over the 10
+classes (`noise.mode='random'`, as P1/P2; it may equal the true label), not a
+permutation of the chosen examples' own labels (which would keep their class
+counts exactly). The text of P5 available to this project (its summary) does
+not say which of the two P5 did. Training is SGD with a 200-epoch cosine
+schedule, and each replica stops at 99% training accuracy
+(`train.stop_accuracy`); the analyses take that final model.
 The smoke variant (`--config=configs/cifar10_r18_p5.py:smoke`) is a tiny synthetic run of the
 same analyses that finishes in seconds on a CPU (the Colab notebooks' CI uses it).
 

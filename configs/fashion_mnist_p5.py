@@ -2,8 +2,12 @@
 
 The small, offline version of configs/cifar10_r18_p5.py (Stephenson et al.,
 ICLR 2021): the small CNN (width 16) on a 4,000-image subset of Fashion-MNIST,
-one clean replica and one with half of its labels permuted (random labels),
-trained until it fits them. Then MFTMA per stage at four kept epochs for the
+one clean replica and one with half of its labels relabelled at random
+(`noise.mode='random'`: a new label uniform over the classes, where P5 speaks
+of "permuted" labels; see configs/cifar10_r18_p5.py), trained with a
+40-epoch one-cycle schedule (the ResNet-18 config: a 200-epoch cosine) until
+it reaches 99% training accuracy (`train.stop_accuracy`). Then MFTMA per
+stage at four kept epochs for the
 three kinds of class manifolds (unpermuted, permuted, restored; 10 classes x
 50 examples): do the permuted manifolds' radius and dimension shrink in the
 deeper layers late in training while early layers barely change? And P5's
