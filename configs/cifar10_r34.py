@@ -1,7 +1,11 @@
 """P2: ResNet-34 on CIFAR-10, r in {0, 5, 10, 15, 20, 25, 37.5, 50}%.
 
 Random-label noise, trained until 99% training accuracy; the shared recipe
-is in memjax/paper_settings.py.
+is in memjax/paper_settings.py. Then P2's analysis of this model: stitching
+in both directions (clean-to-noisy and noisy-to-clean) after every residual
+block, with the critical depths l_c^m, l_c^g, l_n^m, l_n^g read off its
+curves (P2 sections 4-5). P1 ran no CKA on ResNet-34 and P2 fine-tuned
+ResNet-18 only, so neither is listed.
 
 Command:
     python -m memjax.main --config=configs/cifar10_r34.py --workdir=runs/cifar10_r34 \
@@ -15,4 +19,6 @@ from memjax.paper_settings import P2_RATIOS, random_label_sweep
 
 
 def get_config():
-    return random_label_sweep('cifar10', 'resnet34', P2_RATIOS)
+    c = random_label_sweep('cifar10', 'resnet34', P2_RATIOS)
+    c.analyses = ('stitching',)  # both directions; the critical depths are part of it
+    return c

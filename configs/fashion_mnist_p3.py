@@ -41,6 +41,7 @@ def get_config():
     c.train.stop_accuracy = None
     c.train.gradient_accounting = True
     c.analyses = ('gradients', 'rewinding', 'retraining', 'neurons', 'example_tied')
+    c.analysis.gradients.window = (16, 20)  # P3 Fig. 1's window: the 16th-20th epochs
     c.analysis.rewinding.epochs = (0, 5, 10, 15, 20, 30)
     c.analysis.rewinding.num_train = 2000
     c.analysis.rewinding.num_test = 1000

@@ -2,13 +2,17 @@
 
 The small, offline version of configs/cifar10_r18_p5.py (Stephenson et al.,
 ICLR 2021): the small CNN (width 16) on a 4,000-image subset of Fashion-MNIST,
-one clean replica and one with half of its labels permuted (random labels),
-trained until it fits them. Then MFTMA per stage at four kept epochs for the
+one clean replica and one with half of its labels relabelled at random
+(`noise.mode='random'`: a new label uniform over the classes, where P5 speaks
+of "permuted" labels; see configs/cifar10_r18_p5.py), trained with a
+40-epoch one-cycle schedule (the ResNet-18 config: a 200-epoch cosine) until
+it reaches 99% training accuracy (`train.stop_accuracy`). Then MFTMA per
+stage at four kept epochs for the
 three kinds of class manifolds (unpermuted, permuted, restored; 10 classes x
 50 examples): do the permuted manifolds' radius and dimension shrink in the
 deeper layers late in training while early layers barely change? And P5's
-rewinding result: rewinding the last k stages to an early epoch restores test
-accuracy (`rewinding`, last_k).
+rewinding result: rewinding the last k stages (the units the manifolds are
+measured on) to an early epoch restores test accuracy (`rewinding`, last_k).
 
 Command (the data comes from Debian's dataset-fashion-mnist package):
     python -m memjax.main --config=configs/fashion_mnist_p5.py --workdir=runs/fashion_mnist_p5
@@ -35,6 +39,7 @@ def get_config():
     c.train.peak_epoch = 8.0
     c.checkpoint.every = 2
     c.analyses = ('manifolds', 'rewinding')
+    c.analysis.rewinding.granularity = 'stage'  # the units the manifolds are measured on (P5)
     c.analysis.manifolds.examples_per_class = 50
     c.analysis.manifolds.num_epochs = 4
     c.analysis.rewinding.num_train = 2000

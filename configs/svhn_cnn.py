@@ -1,8 +1,13 @@
-"""P2 (Gupta, Saha, Rai): the small CNN (3 conv + 4 fc) on SVHN with random-label noise.
+"""P1 and P2 (Gupta, Saha, Rai): the small CNN (3 conv + 4 fc) on SVHN with random-label noise.
 
-Trains one replica per noise ratio r in {0, 5, 10, 15, 20, 25, 37.5, 50}% (random
-labels, which may equal the true one), each until its training accuracy
-exceeds 99%, keeping params every epoch for CKA, stitching and rewinding.
+Trains one replica per noise ratio r in {0, 5, 10, 15, 20, 25, 37.5, 50, 67.5}%
+(random labels, which may equal the true one; 67.5% is P1's only), each until
+its training accuracy exceeds 99%, keeping params every epoch. Then the
+papers' analyses of this model: P1's CKA over training (layer convergence,
+P1 supplementary), noisy-vs-clean CKA (P1 Fig. 3a) and CKA heatmaps, and
+stitching in both directions after every conv and fc layer with P2's
+critical depths (P1 Fig. 2a, P2 sections 4-5). P2 fine-tuned ResNet-18
+only, so fine-tuning is not listed.
 
 Data: tfds `svhn_cropped` prepared as array_record in data_dir (see README,
 "Data"), or `--config.data.source=raw` with train_32x32.mat / test_32x32.mat.
@@ -13,12 +18,13 @@ Command:
 Replicas are independent (own init and data order per ratio, the default
 train.shared_start=False), as the paper trained one model per ratio.
 
-Expected time on one GPU: minutes (8 replicas of a 0.1 GFLOP/image CNN; an
-estimate from the FLOP count, not a measurement).
+Expected time on one GPU: minutes for training (9 replicas of a 0.1 GFLOP/image
+CNN; an estimate from the FLOP count, not a measurement); the analyses not
+measured.
 """
 
 from memjax.experiment import base_config
-from memjax.paper_settings import paper_cka
+from memjax.paper_settings import P1_P2_ANALYSES, P2_RATIOS, paper_cka
 
 
 def get_config():
@@ -26,7 +32,7 @@ def get_config():
     c.data.source = 'tfds'
     c.data.name = 'svhn_cropped'
     c.data.val_size = 5000
-    c.noise.ratios = (0.0, 0.05, 0.1, 0.15, 0.2, 0.25, 0.375, 0.5)
+    c.noise.ratios = P2_RATIOS + (0.675,)  # P1 adds 67.5%
     c.noise.mode = 'random'
     c.model.name = 'cnn'
     c.model.width = 32
@@ -38,4 +44,5 @@ def get_config():
     c.train.stop_accuracy = 0.99
     c.checkpoint.every = 1
     paper_cka(c)  # P1's CKA: biased linear, full batch on the whole test split (memjax/paper_settings.py)
+    c.analyses = tuple(a for a in P1_P2_ANALYSES if a != 'finetune')  # P2 fine-tuned ResNet-18 only
     return c

@@ -55,3 +55,50 @@ def test_keys_an_architecture_ignores_do_not_make_a_run_directory_foreign():
     assert config_differences(old, new) == ['model.patch: 4 -> None']  # a ViT reads it: a different run
     new['model']['patch'], new['model']['width'] = 4, 64
     assert config_differences(old, new) == ['model.width: None -> 64']
+
+
+def test_the_p2_configs_run_their_papers_analyses():
+    """P2: stitching in both directions (critical depths included) on all five models; fine-tuning on
+    ResNet-18 / CIFAR-10 only; P1's CKA where P1 ran it (the SVHN CNN and ResNet-18 / CIFAR-10)."""
+    configs = os.path.join(os.path.dirname(__file__), '..', 'configs')
+    expected = {'svhn_cnn': {'convergence', 'noisy_vs_clean', 'stitching'},
+                'cifar10_r18': {'convergence', 'noisy_vs_clean', 'stitching', 'finetune'},
+                'cifar10_r34': {'stitching'}, 'cifar100_r34': {'stitching'}, 'cifar100_r50': {'stitching'}}
+    for name, analyses in expected.items():
+        listed = set(load(os.path.join(configs, f'{name}.py')).get_config().analyses)
+        assert analyses <= listed, name
+        assert ('finetune' in listed) == (name == 'cifar10_r18'), name
+        assert bool(listed & {'convergence', 'noisy_vs_clean'}) == (name in ('svhn_cnn', 'cifar10_r18')), name
+    svhn = load(os.path.join(configs, 'svhn_cnn.py')).get_config()
+    assert 0.675 in svhn.noise.ratios  # P1's ratios
+
+
+@pytest.mark.parametrize('variant,data,model,analyses', [
+    ('', 'cifar10', 'resnet9', ('gradients', 'rewinding', 'retraining', 'neurons', 'example_tied')),
+    ('mnist', 'mnist', 'resnet9', ('gradients', 'rewinding', 'retraining', 'example_tied')),
+    ('svhn', 'svhn_cropped', 'resnet9', ('gradients', 'rewinding', 'retraining', 'example_tied')),
+    ('resnet50', 'cifar10', 'resnet50', ('gradients', 'rewinding')),
+    ('vit', 'cifar10', 'vit_small', ('gradients', 'rewinding')),
+    ('svhn,resnet50', 'svhn_cropped', 'resnet50', ('gradients', 'rewinding')),
+    ('mnist,smoke', 'mnist', 'cnn', ('gradients', 'rewinding', 'retraining', 'example_tied')),
+    ('vit,smoke', 'cifar10', 'cnn', ('gradients', 'rewinding'))])
+def test_the_p3_config_variants_load_and_validate(variant, data, model, analyses):
+    module = load(os.path.join(os.path.dirname(__file__), '..', 'configs', 'cifar10_r9.py'))
+    config = module.get_config(variant)
+    check(config)
+    assert (config.data.name, config.model.name, tuple(config.analyses)) == (data, model, analyses)
+    assert config.noise.mode == 'incorrect' and config.noise.ratios == (0.1,)
+    assert config.analysis.gradients.window == ((1, 2) if 'smoke' in variant else (16, 20))  # P3 Fig. 1's epochs
+    assert (config.data.source == 'synthetic') == ('smoke' in variant)
+    if 'smoke' not in variant:
+        assert config.analysis.neurons.parallel is None  # chosen from the device's memory
+    name = variant.split(',')[0]
+    if name and name != 'smoke':
+        assert f'configs/cifar10_r9.py:{name}' in module.__doc__  # its command
+
+
+def test_the_p3_config_refuses_two_data_sets():
+    from memjax.errors import ConfigError
+    module = load(os.path.join(os.path.dirname(__file__), '..', 'configs', 'cifar10_r9.py'))
+    with pytest.raises(ConfigError, match='more than one data set or architecture'):
+        module.get_config('mnist,svhn')

@@ -1,6 +1,7 @@
-"""The P5 manifolds analysis: which examples form which manifold, and the run from a config."""
+"""The P5 manifolds analysis: which examples form which manifold, the run from a config, P5's units."""
 
 import csv
+import importlib.util
 import os
 import warnings
 
@@ -8,10 +9,13 @@ import numpy as np
 import pytest
 
 from helpers import tiny_config
-from memjax.analysis.geometry.manifolds import Settings, manifold_examples
+from memjax.analysis.geometry.manifolds import GRANULARITY, Settings, manifold_examples
+from memjax.analysis.localization.layer_groups import chosen_units
 from memjax.analysis.runner import run_analyses
 from memjax.errors import ConfigError
-from memjax.experiment import check
+from memjax.experiment import NUM_CLASSES, check
+from memjax.models import model_from_config
+from memjax.report.p3_plots import last_k_label
 from memjax.run import open_run
 from memjax.train.loop import train
 from train_test import quiet
@@ -62,7 +66,7 @@ def test_manifolds_analysis_writes_rows_and_figures(trained):
     assert ('0.5', 'permuted') in kinds and ('0.5', 'restored') in kinds and ('0.0', 'unpermuted') in kinds
     assert ('0.0', 'permuted') not in kinds
     assert all(float(r['capacity']) > 0 and float(r['radius']) > 0 for r in rows)
-    assert {r['layer'] for r in rows} == {'conv3', 'fc4'}
+    assert {r['layer'] for r in rows} == {'conv3', 'fc4'} and {r['granularity'] for r in rows} == {'stage'}
     assert os.path.getsize(os.path.join(workdir, 'figures', 'manifolds_r0.5_s0.png')) > 10_000
 
 
@@ -87,3 +91,27 @@ def test_restored_manifolds_are_left_out_when_fewer_than_two_classes_have_enough
                                 replicas=[types.SimpleNamespace(name='r=0.5')])
     out = manifold_examples(run, 0, Settings(examples_per_class=2, min_examples=2), [0, 1])
     assert set(out) == {'unpermuted', 'permuted'}
+
+
+def _config(name):
+    path = os.path.join(os.path.dirname(__file__), '..', 'configs', f'{name}.py')
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.get_config()
+
+
+@pytest.mark.parametrize('name', ['cifar10_r18_p5', 'fashion_mnist_p5'])
+def test_p5_configs_rewind_the_units_their_manifolds_are_measured_on(name):
+    """P5's rewinding and geometry speak of the same layers: "last 1" is the last manifold unit, not P3's
+    classifier group, and "last 2" the last two of them (for ResNet-18: head and layer4.1, not all of layer4)."""
+    config = _config(name)
+    settings = check(config)
+    model = model_from_config(config.model, NUM_CLASSES[config.data.name])
+    rewound = [u.name for u in chosen_units(model, settings['rewinding'].granularity)]
+    measured = list(model.select_stages(settings['manifolds'].stages, 'analysis.manifolds.stages'))
+    assert settings['rewinding'].granularity == GRANULARITY
+    assert rewound == measured
+    if name == 'cifar10_r18_p5':
+        assert rewound[-2:] == ['layer4.1', 'head']
+        assert last_k_label(rewound, 2) == 'last 2: layer4.1..head' and last_k_label(rewound, 1) == 'last 1: head'

@@ -9,9 +9,11 @@ import numpy as np
 import pytest
 
 from helpers import tiny_config
-from memjax.analysis.localization.dropout_masks import evaluation_mask, memorization_mask, training_mask
+from memjax.analysis.localization.dropout_masks import MODES, evaluation_mask, memorization_mask, training_mask
+from memjax.analysis.localization.example_tied import Settings, summary_text
 from memjax.analysis.localization.rewinding import rewound
 from memjax.analysis.runner import run_analyses
+from memjax.errors import ConfigError
 from memjax.run import open_run
 from memjax.train.loop import train
 
@@ -101,11 +103,27 @@ def test_example_tied_masks_are_deterministic_per_example():
     assert 0.4 < float(jnp.mean(standard > 0)) < 0.6 and float(standard.max()) == pytest.approx(2.0)
     assert not np.all(np.asarray(standard[..., 0]) == np.asarray(standard[0, 0, 0]))  # element-wise, not per channel
     assert np.all(np.asarray(evaluation_mask(jnp.array([1, 0.0, 0.0, 0.5]), key, 1, 17, (4, 4, 100), 'drop')) == 1)
-    sparse = jnp.array([2, 0.0, 0.0, 0.4])
+    sparse = jnp.array([2, 0.4, 0.0, 0.0])
     fixed = training_mask(sparse, key, 1, 3, jax.random.PRNGKey(0), (4, 4, 100))
     np.testing.assert_array_equal(fixed, training_mask(sparse, key, 1, 99, jax.random.PRNGKey(5), (4, 4, 100)))
     np.testing.assert_array_equal(fixed, evaluation_mask(sparse, key, 1, -1, (4, 4, 100), 'expected'))
-    assert 0.5 < float(jnp.mean(fixed > 0)) < 0.7 and float(fixed.max()) == pytest.approx(1 / 0.6)
+
+
+def test_the_sparse_baseline_keeps_p_gen_of_the_network():
+    """P3 Table 3's "sparse network (s = 0.4)": remaining fraction p_gen = 0.4, scaled by 1 / p_gen (P3's
+    FixedDropout(p = 1 - p_gen)); not 0.4 dropped."""
+    (sparse,) = [v for v in Settings().variants if v[0] == 'sparse']
+    assert sparse[1] == 0.4
+    variant = jnp.array([MODES[sparse[0]], *sparse[1:]], jnp.float32)
+    for how in ('train', 'expected', 'drop', 'as_trained'):
+        mask = np.asarray(training_mask(variant, jax.random.PRNGKey(0), 2, 5, jax.random.PRNGKey(1), (16, 16, 64))
+                          if how == 'train' else
+                          evaluation_mask(variant, jax.random.PRNGKey(0), 2, 5, (16, 16, 64), how))
+        assert abs(np.mean(mask > 0) - 0.4) < 0.02, how
+        np.testing.assert_allclose(np.unique(mask), [0.0, 2.5], rtol=1e-6)
+        assert abs(mask.mean() - 1.0) < 0.05  # the kept elements carry the expected activation
+    with pytest.raises(ConfigError, match=r"keeps the fraction p_gen.*\('sparse', 0.4, 0.0, 0.0\)"):
+        Settings(variants=(('sparse', 0.0, 0.0, 0.4),)).validate()
 
 
 def test_example_tied_analysis_writes_its_table(workdir):
@@ -119,9 +137,23 @@ def test_example_tied_analysis_writes_its_table(workdir):
         (v, e) for v in ('example_tied', 'standard', 'sparse', 'example_tied')
         for e in ('expected', 'drop', 'as_trained')]
     assert all(r['test_accuracy'] == '' for r in rows if r['evaluation'] == 'as_trained')
+    assert {r['evaluation']: r['table1'] for r in rows} == {
+        'as_trained': 'before: clean, noisy', 'expected': 'before: test', 'drop': 'after: clean, noisy, test'}
     assert 'before->after' in open(os.path.join(workdir, 'results/example_tied/table.txt')).read()
     for r in rows:
         if r['variant'] in ('standard', 'sparse'):  # no memorization channels: every evaluation is the same
             same = [q for q in rows if q['variant'] == r['variant']]
             assert all(q['clean_accuracy'] == r['clean_accuracy'] and q['noisy_accuracy'] == r['noisy_accuracy']
                        for q in same)
+
+
+def test_table_1_before_is_as_trained_for_training_examples_and_expected_for_test():
+    def row(evaluation, clean, noisy, test):
+        return {'variant': 'example_tied', 'p_gen': 0.4, 'p_mem': 0.2, 'p_drop': 0.0, 'evaluation': evaluation,
+                'clean_accuracy': clean, 'noisy_accuracy': noisy, 'test_accuracy': test}
+    text = summary_text([row('expected', 0.95, 0.40, 0.80), row('drop', 0.90, 0.03, 0.83),
+                         row('as_trained', 0.999, 0.993, None)])
+    line = text.splitlines()[-1]
+    assert '0.999 -> 0.900' in line and '0.993 -> 0.030' in line and '0.800 -> 0.830' in line
+    assert '0.950 / 0.400' in line  # the training accuracies under expected, apart
+    assert 'before = clean and noisy training accuracy as_trained' in text and 'test accuracy expected' in text

@@ -192,3 +192,22 @@ def test_retraining_one_conv_inside_a_residual_block_leaves_its_neighbour_bit_id
     assert not _equal(layer3(end['batch_stats'], 'conv_bn1'), layer3(start['batch_stats'], 'conv_bn1'))
     others_same = _equal(layer3(end['batch_stats'], 'conv_bn2'), layer3(start['batch_stats'], 'conv_bn2'))
     assert others_same == (batchnorm == 'frozen')
+
+
+def test_the_gradient_window_averages_exactly_its_epochs():
+    """P3 Fig. 1 averages epochs 15-20 (its plotter's entries [15:20]: the 16th-20th epochs), not all 50."""
+    from memjax.analysis.localization.gradients import Settings, window_rows
+    from memjax.errors import ConfigError
+    rows = [{'epoch': e, 'source': 'training', 'replica': r, 'noise_ratio': 0.1, 'seed': r, 'granularity': 'layer',
+             'aggregate': 'tensor_mean', 'unit': u, 'clean_norm': float(e), 'noisy_norm': 10.0 * e + r,
+             'total_norm': 1.0, 'cosine': -0.5} for e in range(1, 31) for r in (0, 1) for u in ('conv1', 'fc')]
+    window = window_rows(rows, (16, 20))
+    assert len(window) == 4  # replicas x units
+    for row in window:
+        assert row['clean_norm'] == pytest.approx(18.0) and row['noisy_norm'] == pytest.approx(180.0 + row['replica'])
+        assert row['window'] == 'epochs 16-20' and row['epochs'] == '16-20 (5)'
+    everything = window_rows(rows, ())
+    assert everything[0]['clean_norm'] == pytest.approx(15.5) and everything[0]['window'] == 'all epochs'
+    for bad in ((20, 16), (16,), (1.5, 3)):
+        with pytest.raises(ConfigError, match='analysis.gradients.window'):
+            Settings(window=bad).validate()

@@ -13,8 +13,10 @@ KIND_STYLES = {'unpermuted': ('tab:blue', '-'), 'permuted': ('tab:red', '-'), 'r
 MEASURES = (('capacity', 'capacity'), ('radius', 'radius'), ('dimension', 'dimension'))
 
 
-def geometry_by_layer(path: str, rows: list[dict], layers: Sequence[str], epochs: Sequence[int], title: str) -> None:
-    """rows: one dict per (epoch, layer, kind) of ONE replica with the three measures."""
+def geometry_by_layer(path: str, rows: list[dict], layers: Sequence[str], epochs: Sequence[int], title: str,
+                      granularity: str = 'stage') -> None:
+    """rows: one dict per (epoch, layer, kind) of ONE replica with the three measures; `layers` are units
+    at `granularity` (named on the x axis)."""
     fig, axes = plt.subplots(len(MEASURES), len(epochs), figsize=(3.4 * len(epochs), 2.6 * len(MEASURES)),
                              squeeze=False, sharex=True, sharey='row')
     x = range(len(layers))
@@ -34,6 +36,7 @@ def geometry_by_layer(path: str, rows: list[dict], layers: Sequence[str], epochs
             if row == len(MEASURES) - 1:
                 ax.set_xticks(list(x))
                 ax.set_xticklabels(layers, rotation=60, fontsize=7)
+                ax.set_xlabel(granularity, fontsize=8)
     axes[0][0].legend(fontsize=7)
     fig.suptitle(title)
     fig.tight_layout()

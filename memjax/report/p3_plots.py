@@ -27,8 +27,8 @@ def _heat(ax, matrix, rows, cols, title):
 
 
 def rewinding_heatmaps(path: str, rows: list[dict], units: Sequence[str], epochs: Sequence[int],
-                       ratio: float) -> None:
-    """Accuracy after rewinding one unit (rows) to an epoch (columns), mean over seeds."""
+                       ratio: float, granularity: str = 'p3_groups') -> None:
+    """Accuracy after rewinding one unit (rows; units at `granularity`) to an epoch (columns), mean over seeds."""
     metrics = [('clean_accuracy', 'clean training accuracy'), ('test_accuracy', 'test accuracy')]
     if ratio > 0:
         metrics.insert(1, ('memorization_accuracy', 'memorization accuracy (noisy labels)'))
@@ -39,14 +39,22 @@ def rewinding_heatmaps(path: str, rows: list[dict], units: Sequence[str], epochs
                                    and r['epoch'] == e]) for e in epochs] for unit in units])
         image = _heat(ax, matrix, units, epochs, title)
     fig.colorbar(image, ax=axes[0].tolist(), fraction=0.02)
-    fig.suptitle(f'Rewinding one unit (params and BatchNorm statistics) of the final model, r={ratio:g}',
-                 fontsize=10)
+    fig.suptitle(f'Rewinding one unit ({granularity}: params and BatchNorm statistics) of the final model, '
+                 f'r={ratio:g}', fontsize=10)
     fig.savefig(path, dpi=120, bbox_inches='tight')
     plt.close(fig)
 
 
-def rewinding_last_k(path: str, rows: list[dict], num_units: int, epochs: Sequence[int]) -> None:
-    """Test and memorization accuracy after rewinding the last k units, one line per k, per r."""
+def last_k_label(units: Sequence[str], k: int) -> str:
+    """'last k: <first rewound unit>..<last unit>' (the units rewound together)."""
+    return f'last {k}: {units[-1]}' if k == 1 else f'last {k}: {units[-k]}..{units[-1]}'
+
+
+def rewinding_last_k(path: str, rows: list[dict], units: Sequence[str], epochs: Sequence[int],
+                     granularity: str = 'p3_groups') -> None:
+    """Test and memorization accuracy after rewinding the last k units (at `granularity`) together, one line
+    per k, per r; each line names the units it rewinds."""
+    num_units = len(units)
     ratios = sorted({r['noise_ratio'] for r in rows})
     cmap = plt.get_cmap('plasma')
     fig, axes = plt.subplots(2, len(ratios), figsize=(4 * len(ratios), 6), squeeze=False)
@@ -57,22 +65,24 @@ def rewinding_last_k(path: str, rows: list[dict], num_units: int, epochs: Sequen
             for k in range(1, num_units):
                 curve = [_mean([r[metric] for r in rows if r['mode'] == 'last_k' and r['unit'] == str(k)
                                 and r['noise_ratio'] == ratio and r['epoch'] == e]) for e in epochs]
-                ax.plot(epochs, curve, color=cmap((k - 1) / max(1, num_units - 2)), label=f'last {k}')
+                ax.plot(epochs, curve, color=cmap((k - 1) / max(1, num_units - 2)), label=last_k_label(units, k))
             ax.set_ylim(-0.02, 1.02)
             ax.set_title(f'r={ratio:g}: {label}', fontsize=9)
             ax.set_xlabel('epoch rewound to', fontsize=8)
     axes[0, 0].legend(fontsize=6, ncol=2)
-    fig.suptitle('Rewinding the last k units together (P5)', fontsize=10)
+    fig.suptitle(f'Rewinding the last k units together (P5); units: {granularity}', fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
 
 
 def gradient_accounting(path: str, rows: list[dict], units: Sequence[str], ratio: float,
-                        source: str = 'training') -> None:
+                        source: str = 'training', averaged: list[dict] | None = None,
+                        window: str = 'all epochs') -> None:
     """P3 Figs. 1-2: per-unit normalised gradient norms (clean vs noisy) and their cosine, per epoch.
 
     source: 'training' (the epoch's SGD gradients) or 'checkpoints' (full-data gradient at kept epochs).
+    averaged: rows per (replica, unit) averaged over `window` (P3 Fig. 1's bars); None: over every epoch.
     """
     epochs = sorted({r['epoch'] for r in rows})
     cmap = plt.get_cmap('viridis')
@@ -83,14 +93,17 @@ def gradient_accounting(path: str, rows: list[dict], units: Sequence[str], ratio
                   for key in ('clean_norm', 'noisy_norm', 'cosine')}
         axes[0].plot(epochs, series['clean_norm'], color=color, label=unit)
         axes[0].plot(epochs, series['noisy_norm'], color=color, linestyle='--')
-        axes[1].bar(l - 0.2, _mean(series['clean_norm']), width=0.4, color='tab:blue')
-        axes[1].bar(l + 0.2, _mean(series['noisy_norm']), width=0.4, color='tab:red')
+        bars = [r for r in averaged if r['unit'] == unit] if averaged is not None else None
+        axes[1].bar(l - 0.2, _mean([r['clean_norm'] for r in bars]) if bars is not None
+                    else _mean(series['clean_norm']), width=0.4, color='tab:blue')
+        axes[1].bar(l + 0.2, _mean([r['noisy_norm'] for r in bars]) if bars is not None
+                    else _mean(series['noisy_norm']), width=0.4, color='tab:red')
         axes[2].plot(epochs, series['cosine'], color=color, label=unit)
     axes[0].set_title('gradient norm / sqrt(#params): clean (solid), noisy (dashed)', fontsize=9)
     axes[0].set_xlabel('epoch', fontsize=8)
     axes[1].set_xticks(range(len(units)))
     axes[1].set_xticklabels(units, rotation=60, ha='right', fontsize=7)
-    axes[1].set_title('mean over epochs: clean (blue) vs noisy (red)', fontsize=9)
+    axes[1].set_title(f'mean over {window}: clean (blue) vs noisy (red)', fontsize=9)
     axes[2].axhline(0, color='gray', linewidth=0.8)
     axes[2].set_ylim(-1.05, 1.05)
     axes[2].set_title('cosine(mean clean gradient, mean noisy gradient)', fontsize=9)

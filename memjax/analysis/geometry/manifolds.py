@@ -14,10 +14,13 @@ unpermuted kind. Memorization shows as permuted manifolds that shrink (radius,
 dimension down, capacity up) in deeper layers late in training. P5's other
 result, rewinding the last k layers, is the `rewinding` analysis (last_k).
 
+The units are stages (`granularity` 'stage' of `memjax.models.units`: the
+stem, each residual block, the head; for the CNN its layers), named in every
+row; P5's rewinding (configs/*_p5.py) rewinds the same units.
+
 Written: results/manifolds/manifolds.csv (replica, noise_ratio, seed, epoch,
-layer, kind, capacity, radius, dimension, center_correlation, K, solver_converged,
-solver_residual) and
-figures/manifolds_r<r>_s<seed>.png.
+granularity, layer, kind, capacity, radius, dimension, center_correlation, K,
+solver_converged, solver_residual) and figures/manifolds_r<r>_s<seed>.png.
 """
 
 from __future__ import annotations
@@ -40,8 +43,9 @@ from memjax.run import Run
 
 NAME = 'manifolds'
 KINDS = ('unpermuted', 'permuted', 'restored')
-COLUMNS = ('replica', 'noise_ratio', 'seed', 'epoch', 'layer', 'kind', 'capacity', 'radius', 'dimension',
-           'center_correlation', 'K', 'solver_converged', 'solver_residual')
+GRANULARITY = 'stage'  # the units the manifolds are measured on
+COLUMNS = ('replica', 'noise_ratio', 'seed', 'epoch', 'granularity', 'layer', 'kind', 'capacity', 'radius',
+           'dimension', 'center_correlation', 'K', 'solver_converged', 'solver_residual')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -157,7 +161,8 @@ def run(run: Run, s: Settings, context: Context) -> None:
                         warnings.simplefilter('ignore', UserWarning)
                         result = manifold_analysis(manifolds, kappa=s.kappa, n_t=s.n_t, seed=s.seed,
                                                    max_features=s.max_features, max_iters=s.solver_iterations)
-                    rows.append({**run.row(i), 'epoch': epoch, 'layer': layer, 'kind': kind,
+                    rows.append({**run.row(i), 'epoch': epoch, 'granularity': GRANULARITY, 'layer': layer,
+                                 'kind': kind,
                                  **{k: result[k] for k in ('capacity', 'radius', 'dimension',
                                                            'center_correlation', 'K')},
                                  'solver_converged': bool(result['solver']['converged']),
@@ -173,5 +178,5 @@ def run(run: Run, s: Settings, context: Context) -> None:
     for i, rep in enumerate(run.replicas):
         geometry_by_layer(os.path.join(context.figures, f'manifolds_r{rep.noise_ratio:g}_s{rep.seed}.png'),
                           [r for r in rows if r['replica'] == i], stages, epochs,
-                          f'MFTMA class manifolds, {model.name}, {rep.name}')
+                          f'MFTMA class manifolds per {GRANULARITY}, {model.name}, {rep.name}', GRANULARITY)
     context.log('  manifolds: results/manifolds/manifolds.csv, figures/manifolds_r*_s*.png')

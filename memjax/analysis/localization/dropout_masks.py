@@ -25,11 +25,17 @@ Example-tied, for a stage with C channels:
 - evaluation `as_trained`: each training example with its own channels (no
   scaling); not defined for held-out examples.
 
-Baselines (P3 Table 3, P3's code): standard dropout drops every ELEMENT of
-the activation with probability p_drop per example and step and scales by
-1 / (1 - p_drop), nothing at evaluation; a sparse network multiplies by one
-fixed element-wise random mask (keep probability 1 - p_drop, scaled by
-1 / (1 - p_drop)), the same for every example, in training and evaluation.
+Baselines (P3 Table 3, section 6.2: "standard dropout with p = p_gen" and "a
+sparse network with remaining parameter fraction = p_gen"):
+- standard dropout drops every ELEMENT of the activation with probability
+  p_drop per example and step and scales by 1 / (1 - p_drop), nothing at
+  evaluation (P3's code: nn.Dropout(p=p_fixed), so P3's p_drop is p_gen = 0.4);
+- a sparse network multiplies by one fixed element-wise random mask that
+  KEEPS the fraction p_gen of the elements, scaled by 1 / p_gen (P3's code:
+  FixedDropout(p) keeps 1 - p and scales by 1 / (1 - p), so p = 1 - p_gen),
+  in training and evaluation. Here the mask is the same for every example;
+  P3's code draws it over the whole batch tensor with a fixed seed, so it
+  depends on an example's position in its batch.
 """
 
 from __future__ import annotations
@@ -68,10 +74,11 @@ def _channels(mask: jax.Array, shape: tuple) -> jax.Array:
     return jnp.broadcast_to(mask, shape)
 
 
-def sparse_mask(key: jax.Array, stage: int, shape: tuple, p_drop) -> jax.Array:
-    """The sparse network's fixed element-wise mask of one stage (same for every example)."""
-    keep = jax.random.bernoulli(jax.random.fold_in(jax.random.fold_in(key, _SPARSE_SALT), stage), 1.0 - p_drop, shape)
-    return keep.astype(jnp.float32) / jnp.maximum(1.0 - p_drop, 1e-6)
+def sparse_mask(key: jax.Array, stage: int, shape: tuple, p_keep) -> jax.Array:
+    """The sparse network's fixed element-wise mask of one stage (same for every example): each element kept
+    with probability p_keep (the variant's p_gen) and scaled by 1 / p_keep."""
+    keep = jax.random.bernoulli(jax.random.fold_in(jax.random.fold_in(key, _SPARSE_SALT), stage), p_keep, shape)
+    return keep.astype(jnp.float32) / jnp.maximum(p_keep, 1e-6)
 
 
 def training_mask(variant: jax.Array, key: jax.Array, stage: int, index, step_key: jax.Array, shape: tuple,
@@ -84,7 +91,7 @@ def training_mask(variant: jax.Array, key: jax.Array, stage: int, index, step_ke
     keep = jax.random.bernoulli(jax.random.fold_in(jax.random.fold_in(step_key, stage), index), 1.0 - p_drop, shape)
     standard = keep.astype(jnp.float32) / jnp.maximum(1.0 - p_drop, 1e-6)
     return jnp.select([mode == EXAMPLE_TIED, mode == STANDARD, mode == SPARSE],
-                      [tied, standard, sparse_mask(key, stage, shape, p_drop)], jnp.ones(shape, jnp.float32))
+                      [tied, standard, sparse_mask(key, stage, shape, p_gen)], jnp.ones(shape, jnp.float32))
 
 
 def evaluation_mask(variant: jax.Array, key: jax.Array, stage: int, index, shape: tuple, how: str,
@@ -92,7 +99,7 @@ def evaluation_mask(variant: jax.Array, key: jax.Array, stage: int, index, shape
     """Mask at evaluation, `how` one of EVALUATIONS (see module doc); index: the training example (as_trained)."""
     if how not in EVALUATIONS:
         raise ValueError(f'evaluation {how!r} is not one of {EVALUATIONS}')
-    mode, p_gen, p_mem, p_drop = variant[0], variant[1], variant[2], variant[3]
+    mode, p_gen, p_mem = variant[0], variant[1], variant[2]
     channels = shape[-1]
     gen = generalization_mask(channels, p_gen)
     if how == 'expected':
@@ -103,4 +110,4 @@ def evaluation_mask(variant: jax.Array, key: jax.Array, stage: int, index, shape
         tied = jnp.maximum(gen, memorization_mask(key, stage, index, channels, p_gen, p_mem, draw))
     ones = jnp.ones(shape, jnp.float32)
     return jnp.select([mode == EXAMPLE_TIED, mode == SPARSE],
-                      [_channels(tied, shape), sparse_mask(key, stage, shape, p_drop)], ones)
+                      [_channels(tied, shape), sparse_mask(key, stage, shape, p_gen)], ones)

@@ -6,15 +6,23 @@ variant (`memjax.analysis.localization.dropout_masks`): example-tied dropout
 at (p_gen, p_mem), optionally a p_gen x p_mem grid (Table 2), standard
 dropout and a sparse network (Table 3). Every variant trains through the
 trainer's own compiled step (`memjax.train.step.make_train_chunk` with a
-mask hook), in the same data order. Each is then evaluated as P3's code
-defines it:
+mask hook), in the same data order. Each is then evaluated three ways
+(P3's code's modes):
 
-- expected (Table 1 "before"): generalization channels as they are,
+- as_trained (P3's "train" mode): each training example with its own
+  memorization channels, unscaled, as in training (training accuracies only;
+  held-out examples own no channels);
+- expected (P3's "test" mode): generalization channels as they are,
   memorization channels multiplied by p_mem;
-- drop (Table 1 "after"): memorization channels zeroed, generalization
-  channels multiplied by (p_gen + p_mem) / p_gen;
-- as_trained: each training example with its own memorization channels
-  (training accuracies only; held-out examples own no channels).
+- drop (P3's "drop" mode): memorization channels zeroed, generalization
+  channels multiplied by (p_gen + p_mem) / p_gen.
+
+P3 Table 1, as memjax reads it: "before" = the clean and noisy TRAINING
+accuracies as_trained (P3: "the model almost perfectly fits on all the noisy
+data at training time"; noisy 99.3% before dropping) and the TEST accuracy
+under expected (the mode P3's code names for test time); "after" = drop for
+all three columns. The `table1` column of table.csv marks which rows give
+which cells, and table.txt prints exactly that before -> after.
 
 Baselines evaluate the same way under every name (standard dropout: no
 dropout at evaluation; sparse: its fixed mask). noisy_accuracy is the
@@ -45,8 +53,10 @@ from memjax.train.state import init_state, make_optimizer
 from memjax.train.step import make_train_chunk
 
 NAME = 'example_tied'
-COLUMNS = ('variant', 'p_gen', 'p_mem', 'p_drop', 'draw', 'evaluation', 'clean_accuracy', 'noisy_accuracy',
-           'test_accuracy')
+COLUMNS = ('variant', 'p_gen', 'p_mem', 'p_drop', 'draw', 'evaluation', 'table1', 'clean_accuracy',
+           'noisy_accuracy', 'test_accuracy')
+# Which cells of P3 Table 1 each evaluation gives (see the module doc).
+TABLE1 = {'as_trained': 'before: clean, noisy', 'expected': 'before: test', 'drop': 'after: clean, noisy, test'}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -54,9 +64,10 @@ class Settings(AnalysisSettings):
     """`analysis.example_tied`: example-tied dropout and its baselines (P3 section 6.2)."""
 
     variants: tuple = setting((('example_tied', 0.4, 0.2, 0.0), ('standard', 0.0, 0.0, 0.4),
-                               ('sparse', 0.0, 0.0, 0.4)),
+                               ('sparse', 0.4, 0.0, 0.0)),
                               '(mode, p_gen, p_mem, p_drop); modes: example_tied | standard | sparse | none; '
-                              'p_drop: the dropped fraction of standard dropout and of the sparse mask')
+                              'standard drops each element with probability p_drop (P3: p_gen); sparse keeps '
+                              'the fraction p_gen of each stage\'s elements (P3: remaining fraction p_gen)')
     grid_p_gen: tuple = setting((), 'with grid_p_mem: example-tied variants for every pair (P3 Table 2)')
     grid_p_mem: tuple = setting((), 'see grid_p_gen')
     draw: str = setting('bernoulli', "an example's memorization channels: each non-generalization channel with "
@@ -80,6 +91,10 @@ class Settings(AnalysisSettings):
             if v[0] == 'example_tied' and v[1] <= 0:
                 raise ConfigError(f"analysis.example_tied variant {v!r}: example-tied needs p_gen > 0 (its "
                                   "'drop' evaluation scales by (p_gen + p_mem) / p_gen)")
+            if v[0] == 'sparse' and (v[1] <= 0 or v[2] != 0 or v[3] != 0):
+                raise ConfigError(f"analysis.example_tied variant {v!r}: a sparse network keeps the fraction p_gen "
+                                  "of each stage's elements (P3: remaining fraction p_gen); give p_gen > 0 and "
+                                  "p_mem = p_drop = 0, e.g. ('sparse', 0.4, 0.0, 0.0)")
         return variants
 
 
@@ -169,7 +184,7 @@ def run(run: Run, s: Settings, context: Context) -> None:
                 predictions(variables, variant_row, how, data.test_images, np.zeros(data.test_labels.size, int)),
                 data.test_labels)
             rows.append({'variant': v[0], 'p_gen': v[1], 'p_mem': v[2], 'p_drop': v[3],
-                         'draw': s.draw if v[0] == 'example_tied' else '', 'evaluation': how,
+                         'draw': s.draw if v[0] == 'example_tied' else '', 'evaluation': how, 'table1': TABLE1[how],
                          'clean_accuracy': accuracy(train_pred, data.train_labels, ~mask_noisy),
                          'noisy_accuracy': accuracy(train_pred, np.asarray(labels), mask_noisy),
                          'test_accuracy': test})
@@ -184,17 +199,22 @@ def run(run: Run, s: Settings, context: Context) -> None:
 
 
 def summary_text(rows: list[dict]) -> str:
-    """One line per variant: clean / noisy / test accuracy before (expected) -> after (drop), and as trained."""
+    """One line per variant: P3 Table 1's clean / noisy / test accuracy before -> after (see the module doc), and
+    the training accuracies under expected."""
     by = {(r['variant'], r['p_gen'], r['p_mem'], r['p_drop'], r['evaluation']): r for r in rows}
     summary = []
-    for (variant, g, m, d, how), r in by.items():
+    for (variant, g, m, d, how), expected in by.items():
         if how != 'expected':
             continue
         after, trained = by[(variant, g, m, d, 'drop')], by[(variant, g, m, d, 'as_trained')]
+        before = {'clean': trained['clean_accuracy'], 'noisy': trained['noisy_accuracy'],
+                  'test': expected['test_accuracy']}
         summary.append({'variant': variant, 'p_gen': g, 'p_mem': m, 'p_drop': d,
-                        **{f'{k} before->after': f"{r[f'{k}_accuracy']:.3f} -> {after[f'{k}_accuracy']:.3f}"
+                        **{f'{k} before->after': f"{before[k]:.3f} -> {after[f'{k}_accuracy']:.3f}"
                            for k in ('clean', 'noisy', 'test')},
-                        'clean/noisy as trained': f"{trained['clean_accuracy']:.3f} / {trained['noisy_accuracy']:.3f}"})
-    return ('before = expected (memorization channels x p_mem, P3 "test" mode); after = drop (memorization '
-            'channels zeroed, generalization channels x (p_gen + p_mem) / p_gen); noisy = relabelled training '
-            'examples against their noisy labels\n' + text_table(summary, list(summary[0])))
+                        'clean/noisy expected': f"{expected['clean_accuracy']:.3f} / {expected['noisy_accuracy']:.3f}"})
+    return ('P3 Table 1: before = clean and noisy training accuracy as_trained (each example with its own '
+            'memorization channels, as in training), test accuracy expected (memorization channels x p_mem, P3\'s '
+            '"test" mode); after = drop (memorization channels zeroed, generalization channels x (p_gen + p_mem) / '
+            'p_gen); noisy = relabelled training examples against their noisy labels\n'
+            + text_table(summary, list(summary[0])))

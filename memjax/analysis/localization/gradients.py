@@ -26,6 +26,13 @@ Two ways to get the numbers:
 Every row carries `source` ('training' or 'checkpoints'), and the figure's
 title names it. A replica that stopped training (train.stop_accuracy) writes
 no rows for the epochs after it stopped, under either source.
+
+P3 Fig. 1 averages the per-epoch numbers over a window of epochs (15-20 in
+its caption; its plotter takes entries [15:20] of the per-epoch list, the
+16th to 20th training epochs); the appendix figures average over all epochs.
+`window=(first, last)` (inclusive, in the rows' epoch numbers: epoch t of the
+training record is the t-th training epoch) picks the epochs averaged in the
+figure's middle panel and in gradients_<source>_window.csv; () takes all.
 """
 
 from __future__ import annotations
@@ -36,6 +43,7 @@ import os
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from memjax.analysis.lifting import STRATEGIES, Lifted
 from memjax.analysis.settings import AnalysisSettings, Context, setting
@@ -44,13 +52,16 @@ from memjax.report import p3_plots
 from memjax.report.tables import write_csv
 from memjax.run import Run
 from memjax.analysis.localization.layer_groups import chosen_units, granularity_setting
-from memjax.errors import RunDirectoryError
+from memjax.errors import ConfigError, RunDirectoryError
 from memjax.train.gradient_split import AGGREGATES, rows_from_sums, split_gradients, tensor_sums, unit_rows
 
 NAME = 'gradients'
 
 COLUMNS = ('epoch', 'source', 'replica', 'noise_ratio', 'seed', 'granularity', 'aggregate', 'unit', 'clean_norm', 'noisy_norm',
            'total_norm', 'cosine')
+WINDOW_COLUMNS = ('window', 'epochs', 'source', 'replica', 'noise_ratio', 'seed', 'granularity', 'aggregate', 'unit',
+                  'clean_norm', 'noisy_norm', 'total_norm', 'cosine')
+MEASURES = ('clean_norm', 'noisy_norm', 'total_norm', 'cosine')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -61,6 +72,8 @@ class Settings(AnalysisSettings):
     aggregate: str = setting('tensor_mean', "a unit's numbers: the mean over its parameter tensors of each one's "
                              'normalised norms and cosine (P3), or its parameters as one vector', choices=AGGREGATES)
     source: str = setting('auto', 'auto: the training record if present', choices=('auto', 'training', 'checkpoints'))
+    window: tuple = setting((), '(first, last) epochs, inclusive, averaged in the figure and the window CSV (P3 '
+                            'Fig. 1: the 16th-20th epochs, (16, 20)); empty: all')
     epochs: tuple = setting((), 'kept epochs (checkpoints source; empty: all)')
     num_train: int | None = setting(None, 'training examples used (checkpoints source; None: all)')
     batch_size: int = setting(256, 'examples per gradient batch (checkpoints source)')
@@ -68,6 +81,31 @@ class Settings(AnalysisSettings):
 
     def validate(self) -> None:
         self.positive('batch_size')
+        w = self.window
+        if w and not (len(w) == 2 and all(isinstance(e, int) and e >= 0 for e in w) and w[0] <= w[1]):
+            raise ConfigError(f'analysis.gradients.window={w!r} must be () or (first, last) epochs with '
+                              'first <= last, e.g. (16, 20)')
+
+
+def window_label(window: tuple) -> str:
+    return f'epochs {window[0]}-{window[1]}' if window else 'all epochs'
+
+
+def window_rows(rows: list[dict], window: tuple) -> list[dict]:
+    """Per (replica, unit): the mean of each measure over the rows whose epoch lies in `window` (inclusive;
+    () = all), with the epochs averaged named."""
+    chosen = [r for r in rows if not window or window[0] <= r['epoch'] <= window[1]]
+    groups: dict[tuple, list[dict]] = {}
+    for r in chosen:
+        groups.setdefault((r['replica'], r['unit']), []).append(r)
+    out = []
+    for members in groups.values():
+        first, epochs = members[0], sorted({m['epoch'] for m in members})
+        out.append({'window': window_label(window), 'epochs': f'{epochs[0]}-{epochs[-1]} ({len(epochs)})',
+                    **{k: first[k] for k in ('source', 'replica', 'noise_ratio', 'seed', 'granularity', 'aggregate',
+                                             'unit')},
+                    **{k: float(np.mean([m[k] for m in members])) for k in MEASURES}})
+    return out
 
 
 def gradients_from_checkpoints(run: Run, s: Settings, context: Context) -> list[dict]:
@@ -123,10 +161,18 @@ def run(run: Run, s: Settings, context: Context) -> None:
     else:
         tensor_rows = gradients_from_checkpoints(run, s, context)
     rows = unit_rows(tensor_rows, units, s.granularity, source, s.aggregate)
+    averaged = window_rows(rows, s.window)
+    if rows and not averaged:
+        raise ConfigError(f"analysis.gradients.window={s.window!r} holds none of the recorded epochs "
+                          f"({min(r['epoch'] for r in rows)}..{max(r['epoch'] for r in rows)}); pick epochs in "
+                          'that range or () for all')
     out = context.output
     write_csv(os.path.join(out, f'gradients_{source}.csv'), rows, COLUMNS)
+    write_csv(os.path.join(out, f'gradients_{source}_window.csv'), averaged, WINDOW_COLUMNS)
     for ratio in sorted({r.noise_ratio for r in run.replicas if r.noise_ratio > 0}):
         p3_plots.gradient_accounting(os.path.join(context.figures, f'gradients_r{ratio:g}.png'),
                                      [r for r in rows if r['noise_ratio'] == ratio], [u.name for u in units],
-                                     ratio, source)
-    log(f'  gradients: results/gradients/gradients_{source}.csv, figures/gradients_r*.png')
+                                     ratio, source, [r for r in averaged if r['noise_ratio'] == ratio],
+                                     window_label(s.window))
+    log(f'  gradients: results/gradients/gradients_{source}.csv, gradients_{source}_window.csv '
+        f'({window_label(s.window)}), figures/gradients_r*.png')

@@ -11,7 +11,9 @@ rewinding the final layers to an early epoch restores generalization).
 
 Written: results/rewinding/rewinding.csv (mode, granularity, unit or k, epoch,
 replica, accuracies) and figures/rewinding_r<r>.png (heatmaps unit x epoch of
-clean and memorization accuracy, P3 Fig. 3) and figures/rewinding_last_k.png.
+clean and memorization accuracy, P3 Fig. 3) and figures/rewinding_last_k.png
+(each line names the units it rewinds; the title the granularity). P5's
+configs rewind stages, the units their manifolds are measured on.
 """
 
 from __future__ import annotations
@@ -93,7 +95,8 @@ def run(run: Run, s: Settings, context: Context) -> None:
     figures = context.figures
     for ratio in sorted({r.noise_ratio for r in run.replicas}):
         p3_plots.rewinding_heatmaps(os.path.join(figures, f'rewinding_r{ratio:g}.png'),
-                                    [r for r in rows if r['noise_ratio'] == ratio], names, epochs, ratio)
+                                    [r for r in rows if r['noise_ratio'] == ratio], names, epochs, ratio,
+                                    s.granularity)
     if s.last_k:
-        p3_plots.rewinding_last_k(os.path.join(figures, 'rewinding_last_k.png'), rows, len(units), epochs)
+        p3_plots.rewinding_last_k(os.path.join(figures, 'rewinding_last_k.png'), rows, names, epochs, s.granularity)
     context.log('  rewinding: results/rewinding/rewinding.csv, figures/rewinding_r*.png, rewinding_last_k.png')
