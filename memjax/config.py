@@ -153,9 +153,6 @@ def validate(config: ml_collections.ConfigDict) -> None:
             raise ConfigError(f"{key}={flat[key]!r} must be a positive integer")
     if flat['train.learning_rate'] <= 0:
         raise ConfigError(f"train.learning_rate={flat['train.learning_rate']} must be positive")
-    if not isinstance(flat['noise.shared_across_seeds'], bool):
-        raise ConfigError(f"noise.shared_across_seeds={flat['noise.shared_across_seeds']!r} must be True (one "
-                          "relabelled set per ratio, shared by all seeds: P4) or False (one per seed)")
     if not flat['noise.ratios']:
         raise ConfigError("noise.ratios is empty; give at least one ratio, e.g. --config.noise.ratios='(0.0,)'")
     if not flat['seeds']:
