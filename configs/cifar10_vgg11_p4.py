@@ -12,7 +12,9 @@ Analyses: G per epoch (Figs. 1/4) and the function dissimilarity of every pair
 of replicas through a DCGAN trained 30 epochs on CIFAR-10 (Figs. 2, 3),
 100 seeds x 1000 ascent iterations (P4's values). P4 also compares with VGG-13
 and ResNet-32 runs: train those with `--config.model.name=vgg13` / `resnet32`
-in other work directories and list them in `analysis.dissimilarity.other_runs`.
+in other work directories and list them in `analysis.dissimilarity.other_runs`
+(with the same data and noise keys they train on the same X_R: the rows'
+`same_labels` says so).
 The noise levels of Fig. 5: `get_config('noise_levels')` (`--config=configs/cifar10_vgg11_p4.py:noise_levels`).
 The smoke variant (`--config=configs/cifar10_vgg11_p4.py:smoke`) is a tiny synthetic run of the
 same analyses that finishes in seconds on a CPU (the Colab notebooks' CI uses it).
@@ -51,6 +53,7 @@ def get_config(arg=None):
     c.train.input_gradient_examples = 0  # every training example (P4)
     c.checkpoint.every = 10
     c.analyses = ('input_gradients', 'dissimilarity')
+    c.analysis.input_gradients.num_examples = 0  # from checkpoints too: every training example (P4)
     for v in variants:
         c = apply_variant(c, v, own=('noise_levels',))
     return c

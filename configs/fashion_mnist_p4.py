@@ -51,6 +51,7 @@ def get_config():
     c.train.input_gradient_examples = 0  # every training example (P4)
     c.checkpoint.every = 10
     c.analyses = ('input_gradients', 'dissimilarity')
+    c.analysis.input_gradients.num_examples = 0  # from checkpoints too: every training example (P4)
     c.analysis.dissimilarity.generator_epochs = 10
     c.analysis.dissimilarity.generator_width = 32
     c.analysis.dissimilarity.num_seeds = 8
