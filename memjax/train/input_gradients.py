@@ -123,7 +123,7 @@ class InputGradientMeter:
       model, mean, std: the run's model and normalisation.
       images: uint8 [n, H, W, C], the fixed subset (the first n training examples).
       labels: int [R, n], each replica's training labels of those examples.
-      definition: a name of `DEFINITIONS`.
+      definition_name: a name of `DEFINITIONS` (default: the pixels, evaluation mode).
       batch_size: examples per compiled call (training mode: the BatchNorm batch;
         a last, smaller batch is its own batch, never padded).
     """
