@@ -228,16 +228,16 @@ def test_input_gradient_definitions_differ_by_the_channel_std_and_by_the_mode():
     rng = np.random.default_rng(3)
     images = rng.integers(0, 256, (10, *shape), dtype=np.uint8)
     labels = jnp.asarray(rng.integers(0, 3, 10), jnp.int32)
-    for train in (True,):  # P4's mode; the chain rule is the same in evaluation mode
-        pixels_def, normalised_def = (Definition('p', 'pixels', train, ''), Definition('z', 'normalised', train, ''))
-        g_pixels = jax.jit(functools.partial(loss_gradient, input_classifier(model, mean, std, pixels_def)))(
-            variables, jnp.asarray(to_input_space(images, mean, std, 'pixels')), labels)
-        g_normalised = jax.jit(functools.partial(loss_gradient, input_classifier(model, mean, std, normalised_def)))(
-            variables, jnp.asarray(to_input_space(images, mean, std, 'normalised')), labels)
-        np.testing.assert_allclose(g_pixels, g_normalised / std, rtol=2e-3, atol=1e-6)
-        per_channel = np.abs(np.asarray(g_normalised)).sum(axis=(0, 1, 2))
-        assert abs(np.abs(np.asarray(g_pixels)).sum() - (per_channel / std).sum()) < 2e-3 * (per_channel / std).sum()
-        assert not np.isclose(np.abs(np.asarray(g_pixels)).sum(), per_channel.sum(), rtol=0.1)
+    # P4's mode (training); the chain rule is the same in evaluation mode.
+    pixels_def, normalised_def = Definition('p', 'pixels', True, ''), Definition('z', 'normalised', True, '')
+    g_pixels = jax.jit(functools.partial(loss_gradient, input_classifier(model, mean, std, pixels_def)))(
+        variables, jnp.asarray(to_input_space(images, mean, std, 'pixels')), labels)
+    g_normalised = jax.jit(functools.partial(loss_gradient, input_classifier(model, mean, std, normalised_def)))(
+        variables, jnp.asarray(to_input_space(images, mean, std, 'normalised')), labels)
+    np.testing.assert_allclose(g_pixels, g_normalised / std, rtol=2e-3, atol=1e-6)
+    per_channel = np.abs(np.asarray(g_normalised)).sum(axis=(0, 1, 2))
+    assert abs(np.abs(np.asarray(g_pixels)).sum() - (per_channel / std).sum()) < 2e-3 * (per_channel / std).sum()
+    assert not np.isclose(np.abs(np.asarray(g_pixels)).sum(), per_channel.sum(), rtol=0.1)
     stacked = stack_variables([variables, variables])
     both = jnp.stack([labels, labels])
     p4 = InputGradientMeter(model, mean, std, images, both, 'train_normalised', batch_size=4)(stacked)
