@@ -4,8 +4,10 @@ The small, offline version of configs/cifar10_vgg11_p4.py (Gu & Tresp 2019):
 the small CNN (width 16) on a 2,000-image subset of Fashion-MNIST, true labels
 (r = 0), half random (r = 0.5) and all random labels (r = 1), two seeds each,
 SGD with a constant learning rate 0.01 (momentum 0.9, batch 128) as P4, weight
-decay 1e-4 on true labels and none on random labels (P4), the input-gradient
-magnitude G recorded every epoch on 500 training examples. Then: accuracy and
+decay 1e-4 on true labels and none on random labels (P4), every seed of a
+ratio trained on the same relabelled set X_R (P4 section 4), the input-gradient
+magnitude G recorded every epoch as P4 defines it (w.r.t. the normalised input,
+training mode, every training example). Then: accuracy and
 G per epoch (P4 Figs. 1/4: is there a "hunting" stage of small G before
 random labels are fitted?), a DCGAN trained on the run's images, and the
 function dissimilarity between every pair of replicas (P4 Figs. 2, 3, 5: are
@@ -33,6 +35,7 @@ def get_config():
     c.data.num_test = 1000
     c.noise.ratios = (0.0, 0.5, 1.0)
     c.noise.mode = 'random'
+    c.noise.shared_across_seeds = True  # P4 section 4: all seeds of a ratio train on one X_R
     c.seeds = (0, 1)
     c.model.name = 'cnn'
     c.model.width = 16
@@ -44,9 +47,11 @@ def get_config():
     c.train.weight_decay = 1e-4
     c.train.weight_decay_by_ratio = ((0.5, 0.0), (1.0, 0.0))
     c.train.input_gradients = True
-    c.train.input_gradient_examples = 500
+    c.train.input_gradient_definition = 'train_normalised'  # P4 section 2: the model's input, training mode
+    c.train.input_gradient_examples = 0  # every training example (P4)
     c.checkpoint.every = 10
     c.analyses = ('input_gradients', 'dissimilarity')
+    c.analysis.input_gradients.num_examples = 0  # from checkpoints too: every training example (P4)
     c.analysis.dissimilarity.generator_epochs = 10
     c.analysis.dissimilarity.generator_width = 32
     c.analysis.dissimilarity.num_seeds = 8

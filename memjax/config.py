@@ -42,6 +42,7 @@ def training_config() -> ml_collections.ConfigDict:
         ratios=(0.0, 0.2, 0.5),         # one replica per (ratio, seed)
         mode='random',                  # 'random' (P1/P2) | 'incorrect' (P3)
         seed=0,                         # noise seed, separate from init and data order
+        shared_across_seeds=False,      # True: labels depend on (seed, ratio) alone, one X_R per ratio (P4)
     ))
     c.seeds = (0,)                      # replica seeds: each drives noise, init and data order
     c.model = ml_collections.ConfigDict(dict(
@@ -69,8 +70,9 @@ def training_config() -> ml_collections.ConfigDict:
         data_seed=0,                    # data order and augmentation
         shared_start=False,             # True: replicas of one seed share init, data order and augmentation
         gradient_accounting=False,      # record clean/noisy gradient parts per stage each epoch (P3)
-        input_gradients=False,          # record P4's input-gradient magnitude G per epoch (pixels in [0, 1])
-        input_gradient_examples=1000,   # G is averaged over the first n training examples
+        input_gradients=False,          # record P4's input-gradient magnitude G per epoch
+        input_gradient_definition='eval_pixels',  # 'train_normalised' (P4's) | 'eval_pixels'
+        input_gradient_examples=1000,   # G is averaged over the first n training examples (0: all)
         strategy='auto',                # 'auto' | 'vmap' | 'loop' | 'shard' (replicas over devices)
         steps_per_call=0,               # steps per compiled call; 0 = auto (1 on CPU, 50 on GPU/TPU)
         eval_batch_size=1000,
@@ -104,10 +106,18 @@ ARCHITECTURE_KEYS = {'model.depth': ('vit', 'vit_small'), 'model.heads': ('vit',
                      'model.patch': ('vit', 'vit_small')}
 
 
+# Result keys added after runs were trained without them: a config.json that lacks
+# one was trained with this value (its old behaviour), so it stays resumable.
+ABSENT_MEANS = {'noise.shared_across_seeds': False, 'train.input_gradient_definition': 'eval_pixels'}
+
+
 def result_keys(config_dict: dict) -> dict:
     """Flattened config without the RUNTIME_KEYS and the architecture keys the model
-    ignores (a CNN's `model.patch`): what determines a run's results."""
+    ignores (a CNN's `model.patch`): what determines a run's results. A key of
+    ABSENT_MEANS that the config lacks takes the value older runs were trained with."""
     flat = _flatten(config_dict)
+    sections = {k.split('.')[0] for k in flat}
+    flat = {**{k: v for k, v in ABSENT_MEANS.items() if k.split('.')[0] in sections}, **flat}
     model = flat.get('model.name')
     return {k: v for k, v in flat.items()
             if not any(k == r or k.startswith(r + '.') for r in RUNTIME_KEYS)
@@ -124,6 +134,7 @@ _CHOICES = {
     'train.schedule': ('constant', 'cosine', 'onecycle', 'step'),
     'train.strategy': ('auto', 'vmap', 'loop', 'shard'),
     'noise.mode': ('random', 'incorrect'),
+    'train.input_gradient_definition': ('train_normalised', 'eval_pixels'),
     'model.dtype': ('float32', 'bfloat16'),
 }
 
@@ -161,7 +172,8 @@ def validate(config: ml_collections.ConfigDict) -> None:
         if len(pair) != 2 or not any(abs(float(pair[0]) - r) < 1e-9 for r in ratios) or float(pair[1]) < 0:
             raise ConfigError(f"train.weight_decay_by_ratio has {tuple(pair)!r}; give (ratio, weight_decay) pairs "
                               f"with a ratio of noise.ratios={tuple(ratios)} and a decay >= 0")
-    if flat['train.input_gradient_examples'] < 1:
-        raise ConfigError(f"train.input_gradient_examples={flat['train.input_gradient_examples']} must be positive")
+    if not isinstance(flat['train.input_gradient_examples'], int) or flat['train.input_gradient_examples'] < 0:
+        raise ConfigError(f"train.input_gradient_examples={flat['train.input_gradient_examples']!r} must be 0 "
+                          "(every training example, P4) or a positive number of first examples")
     if flat['checkpoint.every'] < 0:
         raise ConfigError(f"checkpoint.every={flat['checkpoint.every']} must be >= 0")

@@ -28,8 +28,11 @@ def base_config() -> ml_collections.ConfigDict:
     return c
 
 
-def check(config) -> dict:
+def check(config, workdir: str | None = None) -> dict:
     """Validates the whole config; returns the listed analyses' settings {key: Settings}.
+
+    Given the run's `workdir`, also the settings' checks against it and other
+    directories (`AnalysisSettings.check_workdir`), before anything trains.
 
     Raises:
       ConfigError: one line naming the key, the bad value and the fix.
@@ -41,6 +44,9 @@ def check(config) -> dict:
     num_classes = NUM_CLASSES.get(config.data.name, config.data.num_classes)
     model = model_from_config(config.model, num_classes)
     settings = build_settings(config, model)
+    if workdir is not None:
+        for value in settings.values():
+            value.check_workdir(workdir, config)
     needs_val = [name for name in config.analyses if name == 'stitching'
                  or (name == 'finetune' and 'val' in settings['finetune'].datasets)]
     if needs_val and config.data.val_size == 0:

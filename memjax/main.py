@@ -47,7 +47,7 @@ def run(config, workdir: str, log=print) -> None:
     from memjax.report.summary import write_summary
     from memjax.train.loop import train
 
-    settings = check(config)
+    settings = check(config, workdir)
     directory = train(config, workdir, log)  # takes the directory's lock once the data has loaded
     with directory.locked():
         log(write_summary(directory))

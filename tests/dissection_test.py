@@ -13,7 +13,8 @@ from memjax.analysis.dissection import activation_maximization as am
 from memjax.train.pixel_classifier import ModelGroup, pixel_classifier, stack_variables
 from memjax.analysis.dissection.kl_distance import dissimilarity_matrix, kl_divergence
 from memjax.analysis.dissection.generator_training import GeneratorSettings, load_generator, train_generator
-from memjax.train.input_gradients import input_gradient_magnitude
+from memjax.train.input_gradients import (DEFINITIONS, Definition, InputGradientMeter, input_classifier,
+                                          input_gradient_magnitude, loss_gradient, to_input_space)
 from memjax.data.pipeline import normalize
 from memjax.errors import ConfigError, RunDirectoryError
 from memjax.models import build_model
@@ -214,6 +215,41 @@ def test_input_gradient_magnitude_matches_finite_differences():
     np.testing.assert_allclose(result.mean, result.per_example.mean(axis=1), rtol=1e-6)
     shared = input_gradient_magnitude(classifier, variables, images, labels[0])
     np.testing.assert_allclose(shared.per_example[0], result.per_example[0], rtol=1e-5)
+
+
+def test_input_gradient_definitions_differ_by_the_channel_std_and_by_the_mode():
+    """P4's G is w.r.t. the normalised input: per channel, dL/dpixel = dL/dnormalised / std, so the two
+    definitions differ by the normalisation (a G taken in the wrong space fails); training mode differs
+    from evaluation mode, and its last, smaller batch is its own BatchNorm batch (not padded)."""
+    shape, mean, std = (8, 8, 3), np.array([0.5, 0.4, 0.3], np.float32), np.array([0.1, 0.25, 0.8], np.float32)
+    model = build_model('cnn', 3, width=4)
+    variables = initializer(model)(key(7), shape)
+    variables['batch_stats'] = jax.tree_util.tree_map(lambda x: x + 0.3, variables['batch_stats'])
+    rng = np.random.default_rng(3)
+    images = rng.integers(0, 256, (10, *shape), dtype=np.uint8)
+    labels = jnp.asarray(rng.integers(0, 3, 10), jnp.int32)
+    # P4's mode (training); the chain rule is the same in evaluation mode.
+    pixels_def, normalised_def = Definition('p', 'pixels', True, ''), Definition('z', 'normalised', True, '')
+    g_pixels = jax.jit(functools.partial(loss_gradient, input_classifier(model, mean, std, pixels_def)))(
+        variables, jnp.asarray(to_input_space(images, mean, std, 'pixels')), labels)
+    g_normalised = jax.jit(functools.partial(loss_gradient, input_classifier(model, mean, std, normalised_def)))(
+        variables, jnp.asarray(to_input_space(images, mean, std, 'normalised')), labels)
+    np.testing.assert_allclose(g_pixels, g_normalised / std, rtol=2e-3, atol=1e-6)
+    per_channel = np.abs(np.asarray(g_normalised)).sum(axis=(0, 1, 2))
+    assert abs(np.abs(np.asarray(g_pixels)).sum() - (per_channel / std).sum()) < 2e-3 * (per_channel / std).sum()
+    assert not np.isclose(np.abs(np.asarray(g_pixels)).sum(), per_channel.sum(), rtol=0.1)
+    stacked = stack_variables([variables, variables])
+    both = jnp.stack([labels, labels])
+    p4 = InputGradientMeter(model, mean, std, images, both, 'train_normalised', batch_size=4)(stacked)
+    evaluation = InputGradientMeter(model, mean, std, images, both, 'eval_pixels')(stacked)
+    train_def = DEFINITIONS['train_normalised']
+    assert train_def.train and train_def.space == 'normalised' and not DEFINITIONS['eval_pixels'].train
+    z = jnp.asarray(to_input_space(images, mean, std, 'normalised'))
+    gradient = jax.jit(functools.partial(loss_gradient, input_classifier(model, mean, std, train_def)))
+    expected = np.concatenate([np.abs(np.asarray(gradient(variables, z[i:i + 4], labels[i:i + 4])))
+                               .reshape(len(z[i:i + 4]), -1).sum(axis=1) for i in (0, 4, 8)]).mean()
+    np.testing.assert_allclose(p4, [expected, expected], rtol=1e-4)
+    assert not np.isclose(p4[0], evaluation[0], rtol=0.05)
 
 
 def test_gan_training_resumes_to_the_uninterrupted_result(tmp_path):

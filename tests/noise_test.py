@@ -73,3 +73,20 @@ def test_ratio_outside_unit_interval_is_a_clear_error(ratio):
 def test_unknown_mode_is_a_clear_error():
     with pytest.raises(ConfigError, match="'flip'"):
         replica_labels(TRUE, 10, 0.1, 0, 0, 'flip')
+
+
+@pytest.mark.parametrize('mode', ['random', 'incorrect'])
+def test_shared_draw_gives_every_seed_of_a_ratio_one_relabelled_set(mode):
+    """P4's X_R: with shared_across_seeds the set and labels depend on (noise seed, ratio) alone and stay
+    nested across ratios; the per-seed default gives each seed its own draw."""
+    ratios, seeds = [0.5, 0.5, 0.5, 1.0, 1.0], [0, 1, 5, 2, 3]
+    shared = noisy_labels(TRUE, 10, ratios, seeds, noise_seed=4, mode=mode, shared_across_seeds=True)
+    per_seed = noisy_labels(TRUE, 10, ratios, seeds, noise_seed=4, mode=mode)
+    for i in (1, 2):
+        assert np.array_equal(shared.labels[i], shared.labels[0]) and np.array_equal(shared.mask[i], shared.mask[0])
+        assert not np.array_equal(per_seed.mask[i], per_seed.mask[0])
+    assert np.array_equal(shared.labels[4], shared.labels[3])
+    assert np.all(shared.mask[3][shared.mask[0]])  # D^0.5 inside D^1, same new labels, across seeds
+    assert np.array_equal(shared.labels[0][shared.mask[0]], shared.labels[3][shared.mask[0]])
+    other = noisy_labels(TRUE, 10, [1.0], [0], noise_seed=5, mode=mode, shared_across_seeds=True)
+    assert not np.array_equal(other.labels[0], shared.labels[3])  # the noise seed still matters

@@ -55,6 +55,8 @@ def run_analyses(config, workdir: str, log: Callable[[str], None] = print, setti
         return
     run = open_run(workdir)
     run.verify()
+    for value in settings.values():  # before any analysis works
+        value.check_workdir(workdir, config)
     context = Context(listed=tuple(config.analyses), shared=settings, log=log)
     scratch = os.path.join(run.directory.path, 'results', '.partial')
     for name in config.analyses:

@@ -67,6 +67,10 @@ class AnalysisSettings:
     def check_model(self, model) -> None:
         """Raises ConfigError for stage or layer names the model lacks; nothing by default."""
 
+    def check_workdir(self, workdir: str, config) -> None:
+        """Raises ConfigError for values that conflict with the run's work directory or other
+        directories (other runs, kept folders); run at start-up, before training. Nothing by default."""
+
     def positive(self, *names: str) -> None:
         """Checks that the named integer fields are positive."""
         for name in names:

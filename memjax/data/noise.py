@@ -10,11 +10,24 @@ For one replica (noise ratio r, seed s) exactly `round(r * N)` training examples
   (y + k) mod K with k uniform in 1..K-1 (P3's public code draws k in 1..K-2,
   which can never pick (y - 1) mod K: a bug we do not copy).
 
-The draw depends only on (noise_seed, s): a NumPy PCG64 stream makes one
+The draw: a NumPy PCG64 stream keyed by (noise_seed, stream) makes one
 permutation of the examples and one candidate label per example, and r takes
-the first round(r * N) of that permutation. So the noisy sets of one seed are
-nested across ratios (D_n^0.2 is inside D_n^0.5, with the same new labels), and
-the same (r, s) always gives the same labels, on any machine.
+the first round(r * N) of that permutation. The stream is
+
+- per seed (`shared_across_seeds=False`, the default; P1-P3, which train one
+  model per (r, s)): stream = s, so the relabelled set and its labels depend
+  on (noise_seed, r, s), and two seeds of one ratio share about 1/K of their
+  new labels by chance;
+- shared (`shared_across_seeds=True`, P4 section 4: every random-label model
+  trains on the same X_R; only initialisation and data order vary):
+  stream = 0 for every seed, so they depend on (noise_seed, r) alone and every
+  seed of a ratio gets the same relabelled set and the same labels (those of
+  seed 0 under the per-seed draw).
+
+Either way the noisy sets of one stream are nested across ratios (D_n^0.2 is
+inside D_n^0.5, with the same new labels): per seed, for each seed; shared,
+across all replicas of the run. The same (r, stream) always gives the same
+labels, on any machine.
 """
 
 from __future__ import annotations
@@ -55,8 +68,13 @@ def check_ratio(ratio: float) -> float:
     return ratio
 
 
+def label_stream(seed: int, shared_across_seeds: bool) -> int:
+    """The stream a replica of seed `seed` draws its labels from (0 for every seed when shared)."""
+    return 0 if shared_across_seeds else int(seed)
+
+
 def replica_labels(true_labels: np.ndarray, num_classes: int, ratio: float, seed: int,
-                   noise_seed: int, mode: str) -> tuple[np.ndarray, np.ndarray]:
+                   noise_seed: int, mode: str, shared_across_seeds: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """Noisy labels of one replica.
 
     Args:
@@ -66,6 +84,7 @@ def replica_labels(true_labels: np.ndarray, num_classes: int, ratio: float, seed
       seed: the replica's seed s.
       noise_seed: the run's noise seed.
       mode: 'random' or 'incorrect'.
+      shared_across_seeds: True: the labels ignore `seed` (P4's one X_R per ratio).
 
     Returns:
       (labels int32 [N], mask bool [N]).
@@ -76,7 +95,7 @@ def replica_labels(true_labels: np.ndarray, num_classes: int, ratio: float, seed
                           "'incorrect' (a wrong class, P3)")
     true_labels = np.asarray(true_labels, np.int32)
     n = true_labels.shape[0]
-    rng = np.random.Generator(np.random.PCG64(np.random.SeedSequence([int(noise_seed), int(seed)])))
+    rng = np.random.Generator(np.random.PCG64(np.random.SeedSequence([int(noise_seed), label_stream(seed, shared_across_seeds)])))
     order = rng.permutation(n)
     if mode == 'random':
         candidates = rng.integers(0, num_classes, n)
@@ -91,8 +110,9 @@ def replica_labels(true_labels: np.ndarray, num_classes: int, ratio: float, seed
 
 
 def noisy_labels(true_labels: np.ndarray, num_classes: int, ratios: Sequence[float],
-                 seeds: Sequence[int], noise_seed: int, mode: str) -> NoisyLabels:
+                 seeds: Sequence[int], noise_seed: int, mode: str,
+                 shared_across_seeds: bool = False) -> NoisyLabels:
     """Stacks `replica_labels` for replicas (ratios[i], seeds[i]): [R, N] arrays."""
-    pairs = [replica_labels(true_labels, num_classes, r, s, noise_seed, mode)
+    pairs = [replica_labels(true_labels, num_classes, r, s, noise_seed, mode, shared_across_seeds)
              for r, s in zip(ratios, seeds)]
     return NoisyLabels(np.stack([p[0] for p in pairs]), np.stack([p[1] for p in pairs]))

@@ -15,8 +15,9 @@ def _label_kind(ratio: float) -> str:
     return 'true labels' if ratio == 0 else ('random labels' if ratio >= 1 else f'r={ratio:g}')
 
 
-def accuracy_and_gradient(path: str, rows: list[dict], title: str) -> None:
-    """P4 Figs. 1/4: training accuracy and G per epoch, one line per replica (true vs random labels)."""
+def accuracy_and_gradient(path: str, rows: list[dict], title: str, gradient_label: str) -> None:
+    """P4 Figs. 1/4: training accuracy and G per epoch, one line per replica (true vs random labels);
+    `gradient_label` names G's definition and units on its axis."""
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
     ratios = sorted({r['noise_ratio'] for r in rows})
     colors = {ratio: plt.cm.coolwarm(i / max(len(ratios) - 1, 1)) for i, ratio in enumerate(ratios)}
@@ -27,7 +28,7 @@ def accuracy_and_gradient(path: str, rows: list[dict], title: str) -> None:
         for ax, key in zip(axes, ('train_accuracy', 'input_gradient')):
             ax.plot([r['epoch'] for r in mine], [r[key] for r in mine], color=colors[ratio], label=label)
     axes[0].set_ylabel('training accuracy')
-    axes[1].set_ylabel('input-gradient magnitude G')
+    axes[1].set_ylabel(gradient_label, fontsize=8)
     for ax in axes:
         ax.set_xlabel('epoch')
         ax.grid(alpha=0.3)
@@ -39,14 +40,23 @@ def accuracy_and_gradient(path: str, rows: list[dict], title: str) -> None:
 
 
 def dissimilarity_bars(path: str, groups: dict[str, tuple[float, float]], title: str) -> None:
-    """P4 Fig. 2: mean dissimilarity per comparison group with error bars (std over pairs and seeds)."""
+    """P4 Fig. 2: mean dissimilarity per comparison group with error bars (std over pairs).
+
+    Blue: true labels; red: random labels on the same X_R (P4's bars); hatched
+    grey: models of one noise level whose labels differ ('other X_R', an extra
+    bar P4 does not have).
+    """
     names = list(groups)
-    fig, ax = plt.subplots(figsize=(1.6 + 1.3 * len(names), 3.6))
-    ax.bar(range(len(names)), [groups[n][0] for n in names], yerr=[groups[n][1] for n in names], capsize=4,
-           color=['tab:blue' if 'true' in n else 'tab:red' for n in names])
+    fig, ax = plt.subplots(figsize=(1.6 + 1.3 * len(names), 3.8))
+    colors = ['tab:blue' if n.startswith('true') else ('0.6' if 'other X_R' in n else 'tab:red') for n in names]
+    bars = ax.bar(range(len(names)), [groups[n][0] for n in names], yerr=[groups[n][1] for n in names], capsize=4,
+                  color=colors)
+    for bar, name in zip(bars, names):
+        if 'other X_R' in name or 'other data' in name:
+            bar.set_hatch('//')
     ax.set_xticks(range(len(names)))
     ax.set_xticklabels(names, rotation=20, ha='right', fontsize=8)
-    ax.set_ylabel('Dist (mean KL over classes)')
+    ax.set_ylabel('Dist (mean KL over classes, nats)')
     ax.set_title(title)
     ax.grid(axis='y', alpha=0.3)
     fig.tight_layout()
@@ -54,14 +64,21 @@ def dissimilarity_bars(path: str, groups: dict[str, tuple[float, float]], title:
     plt.close(fig)
 
 
-def dissimilarity_vs_noise(path: str, ratios: Sequence[float], means: Sequence[float], stds: Sequence[float],
-                           title: str) -> None:
-    """P4 Fig. 5: dissimilarity between models of the same noise level against the level."""
+def dissimilarity_vs_noise(path: str, series: dict[str, dict[float, tuple[float, float]]], title: str) -> None:
+    """P4 Fig. 5: Dist between seeds of one noise level against the level.
+
+    series: {'same X_R': {ratio: (mean, std)}, optionally 'other X_R': {...}}
+    (pairs that share their labels, P4's curve; pairs whose labels differ).
+    """
     fig, ax = plt.subplots(figsize=(4.5, 3.4))
-    ax.errorbar(ratios, means, yerr=stds, marker='o', capsize=3)
+    for name, points in series.items():
+        ratios = sorted(points)
+        ax.errorbar(ratios, [points[r][0] for r in ratios], yerr=[points[r][1] for r in ratios], marker='o',
+                    capsize=3, label=f'seeds, {name}', linestyle='-' if name == 'same X_R' else '--')
     ax.set_xlabel('noise ratio r')
-    ax.set_ylabel('Dist between seeds')
+    ax.set_ylabel('Dist between seeds (nats)')
     ax.set_title(title)
+    ax.legend(fontsize=7)
     ax.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=110)

@@ -5,25 +5,38 @@ L(x) = -log softmax(f(x))_y,
 
     G(x) = sum_j |dL/dx_j|   (over all H x W x C input dimensions),
 
-averaged over a set of examples (P4: the training set, every epoch), per
-replica. Conventions:
+averaged over a set of examples, per replica. P4: "Given the training loss L
+and a training data point x, ... We record G(x) during training and average
+them over all training examples". Two definitions (`DEFINITIONS`, the config
+key `train.input_gradient_definition`, named in every result row):
 
-- Input space: pixels p = x / 255 in [0, 1], before normalisation; the loss is
-  computed through memjax's normalisation (p - mean) / std
-  (`classifier.pixel_classifier`), so dL/dp = (dL/d normalised input) / std.
-  Values are in these units: multiply by 255 for uint8 units, or by std for the
-  normalised input.
-- Evaluation mode: BatchNorm uses its running statistics (no dropout), so G(x)
-  is a property of x and the model alone, not of the batch x arrived in; the
-  loss is each example's own (not divided by the batch size).
-- Labels are the ones the model was trained on (noisy labels for a replica
-  trained on noisy data): `labels [R, N]` per replica, or `[N]` for all.
+- 'train_normalised' (P4's): x is the model's input, the normalised image
+  z = (p - mean) / std (the tensor a PyTorch model receives after
+  `Normalize`); training mode (BatchNorm normalises with the statistics of the
+  batch, batches of `train.batch_size` in index order; the running averages
+  are not updated); every training example (`train.input_gradient_examples=0`)
+  with each replica's training labels. Units: nats per unit of normalised
+  input (one standard deviation of the channel).
+- 'eval_pixels' (memjax's earlier default): x is the pixel p = image / 255 in
+  [0, 1] (the loss goes through the normalisation, so dL/dp = (dL/dz) / std
+  per channel); evaluation mode (running statistics), so G(x) belongs to x and
+  the model alone; the first n training examples. Units: nats per unit of
+  [0, 1] pixel value (divide by 255 for uint8 units).
+
+In training mode an example's gradient includes its effect on the batch
+statistics: G(x) is computed from the gradient of the batch's summed loss,
+which is B times the gradient of the batch-mean loss a training step uses.
+Memjax measures G once per epoch, after the epoch's steps (P4 records it
+"during training"; the parameters are those at the epoch's end), with every
+replica's own labels (noisy labels for a replica trained on noisy data):
+`labels [R, N]` per replica, or `[N]` for all.
 
 All replicas are one vmapped program per batch of examples (variables `[R, ...]`).
 """
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any, NamedTuple
 
 import jax
@@ -41,17 +54,66 @@ class InputGradients(NamedTuple):
     per_example: np.ndarray
 
 
-def example_gradient_magnitude(classifier: Classifier, variables: Any, pixels: jax.Array,
+def example_gradient_magnitude(classifier: Classifier, variables: Any, inputs: jax.Array,
                                labels: jax.Array) -> jax.Array:
-    """G(x) of one model: `pixels [B, H, W, C]` in [0, 1], `labels [B]` -> `[B]`."""
+    """G(x) of one model: `inputs [B, H, W, C]` (the classifier's input space), `labels [B]` -> `[B]`."""
+    grads = loss_gradient(classifier, variables, inputs, labels)
+    return jnp.abs(grads).reshape(grads.shape[0], -1).sum(axis=1)
 
-    def total_loss(p):
-        logits = classifier(variables, p)
-        log_probs = jax.nn.log_softmax(logits, axis=-1)
+
+@dataclasses.dataclass(frozen=True)
+class Definition:
+    """How G is measured: the input space ('normalised' or 'pixels'), the mode, and its units."""
+
+    name: str
+    space: str
+    train: bool
+    units: str
+
+
+DEFINITIONS = {
+    'train_normalised': Definition('train_normalised', 'normalised', True,
+                                   'nats per unit of normalised input (x - mean) / std'),
+    'eval_pixels': Definition('eval_pixels', 'pixels', False, 'nats per unit of pixel value in [0, 1]'),
+}
+
+
+def definition(name: str) -> Definition:
+    if name not in DEFINITIONS:
+        raise ConfigError(f"input-gradient definition {name!r} is not one of {', '.join(DEFINITIONS)}")
+    return DEFINITIONS[name]
+
+
+def to_input_space(images: np.ndarray, mean, std, space: str) -> np.ndarray:
+    """uint8 `[N, H, W, C]` -> float32 `[N, H, W, C]`: pixels in [0, 1] or the normalised input."""
+    pixels = np.asarray(images).astype(np.float32) / 255.0
+    if space == 'pixels':
+        return pixels
+    return (pixels - np.asarray(mean, np.float32)) / np.asarray(std, np.float32)
+
+
+def input_classifier(model, mean, std, d: Definition) -> Classifier:
+    """`f(variables, x [B, H, W, C] in d's space) -> logits [B, K]` in d's mode (running averages unchanged)."""
+    if d.space == 'pixels' and not d.train:
+        return pixel_classifier(model, mean, std)
+    mean, std = jnp.asarray(mean, jnp.float32), jnp.asarray(std, jnp.float32)
+
+    def apply(variables, x):
+        if d.space == 'pixels':
+            x = (x - mean) / std
+        return model.apply(variables, x.astype(model.dtype), train=d.train).output.astype(jnp.float32)
+
+    return apply
+
+
+def loss_gradient(classifier: Classifier, variables: Any, inputs: jax.Array, labels: jax.Array) -> jax.Array:
+    """d(sum of the batch's cross-entropy losses)/d inputs: `[B, H, W, C]` (`labels [B]`)."""
+
+    def total_loss(x):
+        log_probs = jax.nn.log_softmax(classifier(variables, x).astype(jnp.float32), axis=-1)
         return -jnp.take_along_axis(log_probs, labels[:, None], axis=1).sum()
 
-    grads = jax.grad(total_loss)(pixels)
-    return jnp.abs(grads).reshape(grads.shape[0], -1).sum(axis=1)
+    return jax.grad(total_loss)(inputs)
 
 
 class InputGradientMeter:
@@ -61,28 +123,26 @@ class InputGradientMeter:
       model, mean, std: the run's model and normalisation.
       images: uint8 [n, H, W, C], the fixed subset (the first n training examples).
       labels: int [R, n], each replica's training labels of those examples.
-      batch_size: examples per compiled call.
+      definition_name: a name of `DEFINITIONS` (default: the pixels, evaluation mode).
+      batch_size: examples per compiled call (training mode: the BatchNorm batch;
+        a last, smaller batch is its own batch, never padded).
     """
 
-    def __init__(self, model, mean, std, images: np.ndarray, labels: np.ndarray, batch_size: int = 256):
-
-        classifier = pixel_classifier(model, mean, std)
+    def __init__(self, model, mean, std, images: np.ndarray, labels: np.ndarray,
+                 definition_name: str = 'eval_pixels', batch_size: int = 256):
+        self.definition = definition(definition_name)
+        classifier = input_classifier(model, mean, std, self.definition)
         self.batch = min(int(batch_size), images.shape[0])
-        n = images.shape[0]
-        pad = -n % self.batch
-        pixels = images.astype(np.float32) / 255.0
-        self.pixels = jnp.asarray(np.concatenate([pixels, np.zeros((pad, *pixels.shape[1:]), np.float32)]))
-        self.labels = jnp.asarray(np.concatenate([labels, np.zeros((labels.shape[0], pad), labels.dtype)], 1),
-                                  jnp.int32)
-        self.n = n
+        self.inputs = jnp.asarray(to_input_space(images, mean, std, self.definition.space))
+        self.labels = jnp.asarray(labels, jnp.int32)
         self._program = jax.jit(jax.vmap(lambda v, x, y: example_gradient_magnitude(classifier, v, x, y),
                                          in_axes=(0, None, 0)))
 
     def __call__(self, stacked_variables) -> np.ndarray:
         """mean G [R] of the replicas (variables stacked [R, ...])."""
-        parts = [self._program(stacked_variables, self.pixels[i:i + self.batch], self.labels[:, i:i + self.batch])
-                 for i in range(0, self.pixels.shape[0], self.batch)]
-        return np.asarray(jnp.concatenate(parts, axis=1))[:, :self.n].mean(axis=1)
+        parts = [self._program(stacked_variables, self.inputs[i:i + self.batch], self.labels[:, i:i + self.batch])
+                 for i in range(0, self.inputs.shape[0], self.batch)]
+        return np.asarray(jnp.concatenate(parts, axis=1)).mean(axis=1)
 
 
 def input_gradient_magnitude(classifier: Classifier, variables: Any, images: Any, labels: Any,

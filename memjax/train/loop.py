@@ -41,6 +41,7 @@ from memjax.train.metrics import epoch_metrics
 from memjax.train.progress import epoch_line, progress_bar
 from memjax.train.replica_keys import data_keys, init_keys
 from memjax.train.input_gradients import InputGradientMeter
+from memjax.train.input_gradients import definition as input_gradient_definition
 from memjax.train.state import init_state, make_optimizer, replica_weight_decays
 from memjax.train.step import default_steps_per_call, make_predict, make_train_chunk
 
@@ -117,7 +118,8 @@ def prepare_run(config, run: RunDirectory, stack: contextlib.ExitStack | None = 
     dataset = load_dataset(config.data)
     replicas = make_replicas(config)
     noise = noisy_labels(dataset.train_labels, dataset.num_classes, [r.noise_ratio for r in replicas],
-                         [r.seed for r in replicas], config.noise.seed, config.noise.mode)
+                         [r.seed for r in replicas], config.noise.seed, config.noise.mode,
+                         bool(config.noise.get('shared_across_seeds', False)))
     batch_size, n = int(config.train.batch_size), dataset.num_train
     if batch_size > n:
         raise ConfigError(f"train.batch_size={batch_size} is larger than the {n} training examples; "
@@ -161,9 +163,11 @@ def create_trainer(setup: Setup) -> Trainer:
     chunk_steps = min(int(train_cfg.steps_per_call) or default_steps_per_call(), setup.steps_per_epoch)
     meter = None
     if train_cfg.input_gradients:
-        n = min(int(train_cfg.input_gradient_examples), dataset.num_train)
+        n = min(int(train_cfg.input_gradient_examples) or dataset.num_train, dataset.num_train)
+        name = train_cfg.get('input_gradient_definition', 'eval_pixels')
+        batch = int(train_cfg.batch_size) if input_gradient_definition(name).train else 256
         meter = InputGradientMeter(model, dataset.mean, dataset.std, dataset.train_images[:n],
-                                   setup.noise.labels[:, :n])
+                                   setup.noise.labels[:, :n], name, batch)
     return Trainer(state, candidates, pool, eval_batches, jax.device_put(setup.noise.labels),
                    jax.device_put(setup.noise.mask), keys, shared_data, chunk_steps, accounting, meter)
 

@@ -1,7 +1,8 @@
 """Function dissimilarity (P4 section 3, Figs. 2, 3 and 5).
 
 1. A DCGAN is trained on the run's training images (P4: 30 epochs), kept in
-   <workdir>/generator/ and resumable (`generator_training`).
+   `generator_dir` (default <workdir>/generator/) and resumable
+   (`generator_training`).
 2. For every replica f1 (final epoch) and class j, latents from `num_seeds`
    seeds are pushed up f1_j(G(z)) by gradient ascent (P4: lr 0.05, 1000
    iterations): x_j* = G(z_j*) (`activation_maximization`, one compiled program
@@ -11,11 +12,19 @@
    and of the runs in `other_runs` (P4 compares VGG-11 seeds with VGG-13 and
    ResNet-32: other runs), all maximised through this run's generator.
 
+P4 section 4 trains every random-label model on one relabelled set X_R (only
+initialisation and data order vary: `noise.shared_across_seeds=True`). Each
+row says whether its two models trained on the same images with identical
+labels (`same_labels`, `compared_runs.label_fingerprints`); Fig. 2's "same X_R"
+bars and Fig. 5 use those pairs only, and pairs of one ratio whose labels
+differ (per-seed label draws, or another run's draw) are an extra bar, "other
+X_R".
+
 Written: results/dissimilarity/dissimilarity.csv (run_a, replica_a,
-noise_ratio_a, seed_a, run_b, replica_b, noise_ratio_b, seed_b, dissimilarity,
-dissimilarity_std), images.npz; figures/dissimilarity_bars.png (Fig. 2),
-dissimilarity_images.png (Fig. 3), dissimilarity_vs_noise.png (Fig. 5) and
-generator_samples.png.
+noise_ratio_a, seed_a, run_b, replica_b, noise_ratio_b, seed_b, same_labels,
+dissimilarity, dissimilarity_std), images.npz; figures/dissimilarity_bars.png
+(Fig. 2), dissimilarity_images.png (Fig. 3), dissimilarity_vs_noise.png
+(Fig. 5) and generator_samples.png.
 """
 
 from __future__ import annotations
@@ -28,7 +37,9 @@ import numpy as np
 
 from memjax.analysis.dissection.activation_maximization import (OBJECTIVES, latents_from_seeds,
                                                                 maximize_activations)
-from memjax.analysis.dissection.generator_training import GeneratorSettings, generate, train_generator
+from memjax.analysis.dissection.compared_runs import check_other_runs, label_fingerprints
+from memjax.analysis.dissection.generator_training import (SETTINGS_FILE, GeneratorSettings, generate,
+                                                           train_generator)
 from memjax.analysis.dissection.kl_distance import dissimilarity_matrix
 from memjax.analysis.settings import AnalysisSettings, Context, setting
 from memjax.errors import ConfigError
@@ -41,7 +52,8 @@ from memjax.train.pixel_classifier import ModelGroup, pixel_classifier
 
 NAME = 'dissimilarity'
 COLUMNS = ('run_a', 'replica_a', 'noise_ratio_a', 'seed_a', 'run_b', 'replica_b', 'noise_ratio_b', 'seed_b',
-           'dissimilarity', 'dissimilarity_std')
+           'same_labels', 'dissimilarity', 'dissimilarity_std')
+THIS_RUN = 'this run'
 
 
 @dataclasses.dataclass(frozen=True)
@@ -55,24 +67,44 @@ class Settings(AnalysisSettings):
     iterations: int = setting(1000, 'gradient-ascent iterations (P4: 1000)')
     learning_rate: float = setting(0.05, 'gradient-ascent learning rate (P4: 0.05)')
     objective: str = setting('logit', 'f_j: the class logit or its softmax probability', choices=OBJECTIVES)
-    other_runs: tuple = setting((), 'work directories of other runs whose replicas are compared too')
+    other_runs: tuple = setting((), 'work directories of other finished runs (same data shape) whose replicas '
+                                'are compared too; duplicates are dropped')
+    generator_dir: str | None = setting(None, 'folder the DCGAN is trained and kept in (None: <workdir>/generator); '
+                                        'another folder trains a new GAN, e.g. of another generator_width')
     seed_chunk: int | None = setting(None, 'seeds per compiled call (None: all; lower it to bound memory)')
     seed: int = setting(0, 'seed of the DCGAN training')
 
     def validate(self) -> None:
         self.positive('generator_epochs', 'generator_batch_size', 'generator_width', 'num_seeds', 'iterations')
-        for path in self.other_runs:
-            if not os.path.exists(os.path.join(path, 'config.json')):
-                raise ConfigError(f"analysis.dissimilarity.other_runs has {path!r}, which holds no memjax run "
-                                  "(no config.json); give the --workdir of a trained run")
+        if self.generator_dir is not None and not str(self.generator_dir).strip():
+            raise ConfigError("analysis.dissimilarity.generator_dir is empty; give a folder, or None for "
+                              "<workdir>/generator")
 
+    def check_workdir(self, workdir: str, config) -> None:
+        """At start-up: the other runs (finished, not diverged, not this run, same data shape) and the GAN
+        folder (a kept GAN of other settings is refused)."""
+        check_other_runs(self.other_runs, workdir, config)
+        directory = self.generator_folder(workdir)
+        saved_path = os.path.join(directory, SETTINGS_FILE)
+        if os.path.exists(saved_path):
+            saved = read_json(saved_path)
+            keys = {'batch_size': 'generator_batch_size', 'width': 'generator_width', 'seed': 'seed'}
+            wanted = dataclasses.asdict(self.generator_settings())
+            different = [f'{keys.get(k, k)}={wanted[k]!r} (trained: {saved.get(k)!r})' for k in wanted
+                         if k != 'epochs' and saved.get(k) != wanted[k]]
+            if different:
+                raise ConfigError(
+                    f"analysis.dissimilarity.{', '.join(different)} differs from the GAN in {directory}; set "
+                    "--config.analysis.dissimilarity.generator_dir to another folder to train a new GAN there, or "
+                    "set it back to reuse that GAN")
 
-def _check_other(run: Run, other: Run) -> None:
-    mine, theirs = read_json(run.directory.file('data.json')), read_json(other.directory.file('data.json'))
-    for key in ('num_classes', 'image_shape'):
-        if mine.get(key) != theirs.get(key):
-            raise ConfigError(f"analysis.dissimilarity.other_runs: {other.directory.path} has {key}="
-                              f"{theirs.get(key)}, this run {mine.get(key)}; compare runs on the same data")
+    def generator_settings(self) -> GeneratorSettings:
+        return GeneratorSettings(epochs=self.generator_epochs, batch_size=self.generator_batch_size,
+                                 width=self.generator_width, seed=self.seed)
+
+    def generator_folder(self, workdir: str) -> str:
+        """Where the DCGAN lives: `generator_dir`, or <workdir>/generator."""
+        return os.path.abspath(self.generator_dir or os.path.join(workdir, 'generator'))
 
 
 def _group(run: Run, name: str) -> ModelGroup:
@@ -80,34 +112,61 @@ def _group(run: Run, name: str) -> ModelGroup:
     return ModelGroup(pixel_classifier(run.model, data.mean, data.std), run.variables(run.final_epoch()), name)
 
 
+def _pair_group(r: dict) -> str | None:
+    """The Fig. 2 bar of a row: models of one noise level, f1 of this run; None for other rows.
+
+    'true labels' / 'r=0.5 same X_R' / 'r=0.5 other X_R' (the labels differ), then ': other seed' (this
+    run) or ': <other run's folder name>'.
+    """
+    if r['noise_ratio_a'] != r['noise_ratio_b'] or r['run_a'] != THIS_RUN:
+        return None
+    if r['run_b'] == THIS_RUN:
+        if r['seed_a'] == r['seed_b']:
+            return None
+        partner = 'other seed'
+    else:
+        partner = os.path.basename(os.path.normpath(r['run_b']))
+    if r['noise_ratio_a'] == 0:
+        kind = 'true labels' if r['same_labels'] else 'true labels, other data'
+    else:
+        kind = f"r={r['noise_ratio_a']:g} {'same' if r['same_labels'] else 'other'} X_R"
+    return f'{kind}: {partner}'
+
+
 def _summary(rows: list[dict]) -> dict[str, tuple[float, float]]:
-    """Fig. 2 groups: same run, other seed, true vs random labels; and each other run."""
+    """Fig. 2 groups {bar label: (mean, std over pairs)} (`_pair_group`), true labels first, by ratio."""
     groups: dict[str, list[float]] = {}
-    for r in rows:
-        if r['run_a'] == r['run_b'] and r['replica_a'] == r['replica_b']:
-            continue
-        if r['run_a'] == r['run_b'] == 'this run':
-            if r['noise_ratio_a'] == r['noise_ratio_b'] and r['seed_a'] != r['seed_b']:
-                kind = 'true labels' if r['noise_ratio_a'] == 0 else f"r={r['noise_ratio_a']:g}"
-                groups.setdefault(f'{kind}: other seed', []).append(r['dissimilarity'])
-        elif r['run_a'] == 'this run' and r['noise_ratio_a'] == r['noise_ratio_b']:
-            kind = 'true labels' if r['noise_ratio_a'] == 0 else f"r={r['noise_ratio_a']:g}"
-            groups.setdefault(f"{kind}: {os.path.basename(r['run_b'])}", []).append(r['dissimilarity'])
+    for r in sorted(rows, key=lambda r: (r['noise_ratio_a'], not r['same_labels'], r['run_b'] != THIS_RUN)):
+        name = _pair_group(r)
+        if name is not None:
+            groups.setdefault(name, []).append(r['dissimilarity'])
     return {k: (float(np.mean(v)), float(np.std(v))) for k, v in groups.items()}
 
 
+def noise_curves(rows: list[dict]) -> dict[str, dict[float, list[float]]]:
+    """Fig. 5: Dist between seeds of this run per noise level, for pairs with the same labels
+    ('same X_R') and, where there are any, pairs of one ratio whose labels differ ('other X_R')."""
+    curves: dict[str, dict[float, list[float]]] = {'same X_R': {}, 'other X_R': {}}
+    for r in rows:
+        if r['run_a'] == r['run_b'] == THIS_RUN and r['noise_ratio_a'] == r['noise_ratio_b'] \
+                and r['seed_a'] != r['seed_b']:
+            name = 'same X_R' if r['same_labels'] else 'other X_R'
+            curves[name].setdefault(r['noise_ratio_a'], []).append(r['dissimilarity'])
+    return {name: curve for name, curve in curves.items() if curve}
+
+
 def run(run: Run, s: Settings, context: Context) -> None:
-    others = [open_run(path) for path in s.other_runs]
-    for other in others:
-        _check_other(run, other)
+    paths = check_other_runs(s.other_runs, run.directory.path, run.config)
+    if len(paths) < len(s.other_runs):
+        context.log(f'dissimilarity: {len(s.other_runs) - len(paths)} duplicate entries of other_runs dropped')
+    others = [open_run(path) for path in paths]
     data = run.dataset
-    generator_settings = GeneratorSettings(epochs=s.generator_epochs, batch_size=s.generator_batch_size,
-                                           width=s.generator_width, seed=s.seed)
-    context.log(f'dissimilarity: DCGAN ({s.generator_epochs} epochs) in {run.directory.file("generator")}')
-    g_vars = train_generator(data.train_images, run.directory.file('generator'), generator_settings,
+    folder = s.generator_folder(run.directory.path)
+    context.log(f'dissimilarity: DCGAN ({s.generator_epochs} epochs) in {folder}')
+    g_vars = train_generator(data.train_images, folder, s.generator_settings(),
                              log=lambda line: context.log('  ' + line), async_save=False)
     generator, _ = dcgan(data.image_shape, s.generator_width)
-    groups = [_group(run, 'this run')] + [_group(o, o.directory.path) for o in others]
+    groups = [_group(run, THIS_RUN)] + [_group(o, o.directory.path) for o in others]
     seeds = tuple(range(s.num_seeds))
     context.log(f'  activation maximisation: {sum(g.num_replicas for g in groups)} models x {data.num_classes} '
                 f'classes x {s.num_seeds} seeds, {s.iterations} iterations')
@@ -122,12 +181,13 @@ def run(run: Run, s: Settings, context: Context) -> None:
         bar.update(1)
     bar.close()
     dist = dissimilarity_matrix(groups, images, s.seed_chunk)
-    models = [(name, i, rep) for name, r in [('this run', run)] + [(o.directory.path, o) for o in others]
-              for i, rep in enumerate(r.replicas)]
+    models = [(name, i, rep, labels) for name, r in [(THIS_RUN, run)] + [(o.directory.path, o) for o in others]
+              for i, (rep, labels) in enumerate(zip(r.replicas, label_fingerprints(r)))]
     rows = [{'run_a': na, 'replica_a': ia, 'noise_ratio_a': ra.noise_ratio, 'seed_a': ra.seed,
              'run_b': nb, 'replica_b': ib, 'noise_ratio_b': rb.noise_ratio, 'seed_b': rb.seed,
-             'dissimilarity': float(dist.mean[a, b]), 'dissimilarity_std': float(dist.std[a, b])}
-            for a, (na, ia, ra) in enumerate(models) for b, (nb, ib, rb) in enumerate(models)]
+             'same_labels': la == lb, 'dissimilarity': float(dist.mean[a, b]),
+             'dissimilarity_std': float(dist.std[a, b])}
+            for a, (na, ia, ra, la) in enumerate(models) for b, (nb, ib, rb, lb) in enumerate(models)]
     write_csv(os.path.join(context.output, 'dissimilarity.csv'), rows, COLUMNS)
     np.savez_compressed(os.path.join(context.output, 'images.npz'), images=images[0], mean=dist.mean, std=dist.std)
     _figures(run, rows, images[0], generator, g_vars, context)
@@ -141,15 +201,11 @@ def _figures(run: Run, rows: list[dict], images: np.ndarray, generator, g_vars, 
     if summary:
         dissection_plots.dissimilarity_bars(os.path.join(figures, 'dissimilarity_bars.png'), summary,
                                             f'Function dissimilarity (P4 Fig. 2), {run.model.name}')
-    ratios = sorted({rep.noise_ratio for rep in run.replicas})
-    same = {ratio: [r['dissimilarity'] for r in rows if r['run_a'] == r['run_b'] == 'this run'
-                    and r['noise_ratio_a'] == r['noise_ratio_b'] == ratio and r['seed_a'] != r['seed_b']]
-            for ratio in ratios}
-    if any(same.values()):
-        kept = [ratio for ratio in ratios if same[ratio]]
-        dissection_plots.dissimilarity_vs_noise(os.path.join(figures, 'dissimilarity_vs_noise.png'), kept,
-                                                [float(np.mean(same[r])) for r in kept],
-                                                [float(np.std(same[r])) for r in kept],
+    curves = noise_curves(rows)
+    if curves:
+        series = {name: {ratio: (float(np.mean(v)), float(np.std(v))) for ratio, v in sorted(curve.items())}
+                  for name, curve in curves.items()}
+        dissection_plots.dissimilarity_vs_noise(os.path.join(figures, 'dissimilarity_vs_noise.png'), series,
                                                 'Dissimilarity between seeds against noise (P4 Fig. 5)')
     labels = [rep.name for rep in run.replicas]
     dissection_plots.image_grid(os.path.join(figures, 'dissimilarity_images.png'), images[:, :, 0], labels,

@@ -153,7 +153,8 @@ def _check_settings(path: str, saved: dict) -> None:
     if different:
         raise ConfigError(
             f"{path} was written by a GAN training with other settings {different} (old, new); "
-            "pass the same settings to resume it, or another directory for a new GAN")
+            "pass the same settings to resume it, or another directory for a new GAN (in a run's config: "
+            "--config.analysis.dissimilarity.generator_dir=<another folder>)")
 
 
 def train_generator(images: np.ndarray, directory: str, settings: GeneratorSettings = GeneratorSettings(),
