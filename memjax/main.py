@@ -26,7 +26,7 @@ import traceback
 from absl import flags, logging
 from ml_collections import config_flags
 
-from memjax.errors import DivergedError, MemjaxError
+from memjax.errors import DivergedError, FileSystemError, MemjaxError
 
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'Path to a config file (configs/*.py).',
                                           lock_config=True)
@@ -74,18 +74,49 @@ def _one_line(error: BaseException) -> str:
 
 
 def _quiet_third_party_logs(debug: bool) -> None:
-    """No third-party log noise at the default verbosity (orbax and absl warn about routine things)."""
+    """No third-party log noise at the default verbosity.
+
+    orbax and absl warn about routine things, and orbax logs the errors of its
+    background threads (a full disk) with tracebacks, before memjax reports the
+    same failure in one line; threads that die while the process exits after
+    such a failure would print theirs (see `_silence_after_failure`).
+    """
     import logging as std_logging
-    level = std_logging.DEBUG if debug else std_logging.ERROR
-    logging.set_verbosity(logging.DEBUG if debug else logging.ERROR)
+    level = std_logging.DEBUG if debug else std_logging.CRITICAL
+    logging.set_verbosity(logging.DEBUG if debug else logging.FATAL)
     for name in ('absl', 'orbax', 'jax', 'tensorflow', 'etils'):
         std_logging.getLogger(name).setLevel(level)
+    if not debug:
+        sys.unraisablehook = _main_thread_only(sys.__unraisablehook__)
+
+
+def _main_thread_only(hook):
+    """An unraisable-exception hook that reports only the main thread's: when a write fails,
+    tensorstore's threads report their callbacks into orbax's closed event loop through it, while the
+    failure itself reaches the main thread, which reports it in one line."""
+    import threading
+
+    def unraisablehook(unraisable):
+        if threading.current_thread() is threading.main_thread():
+            hook(unraisable)
+    return unraisablehook
+
+
+def _silence_after_failure() -> None:
+    """Once the failure is reported: the background threads of orbax and tensorstore that fail
+    while the process exits (their event loop is closed) print nothing more."""
+    import threading
+    quiet = lambda *args: None
+    threading.excepthook = sys.excepthook = sys.unraisablehook = quiet
 
 
 def _fail(message: str, status: int, debug: bool) -> None:
     if debug:
         traceback.print_exc()
     print(f'memjax: error: {message}', file=sys.stderr)
+    sys.stderr.flush()
+    if not debug:
+        _silence_after_failure()
     sys.exit(status)
 
 
@@ -110,6 +141,8 @@ def entry(argv: list[str] | None = None) -> None:
         run(config, workdir)
     except DivergedError as error:
         _fail(str(error), EXIT_DIVERGED, debug)
+    except FileSystemError as error:
+        _fail(str(error), EXIT_FILESYSTEM, debug)
     except MemjaxError as error:
         _fail(str(error), EXIT_INPUT, debug)
     except KeyboardInterrupt:

@@ -279,8 +279,9 @@ def save_epoch(setup: Setup, checkpoints: Checkpoints, stacked, epoch: int, rows
     keep = dict(every=int(setup.config.checkpoint.every), epochs=tuple(setup.config.checkpoint.epochs))
     if keep_epoch(epoch, **keep) or final:
         checkpoints.save_epoch(epoch, stacked.variables)
-    checkpoints.save_state(epoch, stacked, progress)
+    # The rows go first: a state on disk promises its epoch's rows (resume truncates to the state's epoch).
     setup.run.append_metrics(rows)
+    checkpoints.save_state(epoch, stacked, progress)
     setup.run.set_status(status='training', epoch=epoch)
 
 
@@ -308,6 +309,7 @@ def _train(config, run: RunDirectory, log: Callable[[str], None], stack: context
     progress = {'active': np.ones(num_replicas, bool), 'converged_epoch': np.full(num_replicas, -1, np.int32),
                 'diverged_epoch': np.full(num_replicas, -1, np.int32)}
     checkpoints = Checkpoints(run.checkpoint_dir, async_save=bool(config.checkpoint.async_save))
+    stack.push(lambda kind, error, trace: kind is not None and checkpoints.close(quiet=True))  # finish orbax's threads
     legacy = {k: v for k, v in progress.items() if k != 'diverged_epoch'}  # states of memjax <= 0.1
     restored = checkpoints.restore_state(trainer.state, progress, log, legacy)
     if restored is None and run.last_metrics_epoch() > 0:
