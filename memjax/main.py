@@ -31,6 +31,8 @@ from memjax.errors import DivergedError, FileSystemError, MemjaxError
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'Path to a config file (configs/*.py).',
                                           lock_config=True)
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Run directory; default runs/<config file name>.')
+_RERUN = flags.DEFINE_list('rerun', [], 'Analyses to redo although their results are complete with the same '
+                           'settings (names of config.analyses, or all).')
 
 EXIT_INPUT, EXIT_DIVERGED, EXIT_FILESYSTEM, EXIT_INTERRUPTED = 2, 3, 4, 130
 
@@ -40,14 +42,15 @@ def default_workdir(config_path: str) -> str:
     return os.path.join('runs', name)
 
 
-def run(config, workdir: str, log=print) -> None:
-    """Check, lock, train, summarise, analyse."""
-    from memjax.analysis.runner import run_analyses
+def run(config, workdir: str, log=print, rerun=()) -> None:
+    """Check, lock, train, summarise, analyse (skipping analyses done with the same settings, except `rerun`)."""
+    from memjax.analysis.runner import check_rerun, run_analyses
     from memjax.experiment import check
     from memjax.report.summary import write_summary
     from memjax.train.loop import train
 
     settings = check(config)
+    check_rerun(rerun, tuple(config.analyses))
     directory = train(config, workdir, log)  # takes the directory's lock once the data has loaded
     with directory.locked():
         log(write_summary(directory))
@@ -56,7 +59,7 @@ def run(config, workdir: str, log=print) -> None:
             raise DivergedError(f"{', '.join(diverged)} diverged (non-finite loss or parameters); the other "
                                 "replicas trained, analyses were not run: lower train.learning_rate and train "
                                 "in a new --workdir")
-        run_analyses(config, workdir, log, settings)
+        run_analyses(config, workdir, log, settings, rerun)
 
 
 def _one_line(error: BaseException) -> str:
@@ -138,7 +141,7 @@ def entry(argv: list[str] | None = None) -> None:
     _quiet_third_party_logs(debug)
     workdir = _WORKDIR.value or default_workdir(flags.FLAGS['config'].config_filename)
     try:
-        run(config, workdir)
+        run(config, workdir, rerun=_RERUN.value)
     except DivergedError as error:
         _fail(str(error), EXIT_DIVERGED, debug)
     except FileSystemError as error:

@@ -168,31 +168,26 @@ def create_trainer(setup: Setup) -> Trainer:
                    jax.device_put(setup.noise.mask), keys, shared_data, chunk_steps, accounting, meter)
 
 
-def choose_strategy(setup: Setup, trainer: Trainer, progress: dict, log: Callable):
-    """The configured strategy, or for 'auto' the measured faster one (remembered in the run)."""
+def choose_strategy(setup: Setup, trainer: Trainer, log: Callable):
+    """The configured strategy or, for 'auto', `strategies.default_strategy`; a run that recorded
+    its auto choice (strategy.json) keeps it when resumed, so a resumed run trains as it began."""
     name = setup.config.train.strategy
     record_path = setup.run.file('strategy.json')
     if name == 'auto':
-        if len(setup.replicas) == 1:
-            name, record = 'loop', {'strategy': 'loop', 'reason': 'a single replica'}
-        elif os.path.exists(record_path) and read_json(record_path).get('requested') == 'auto':
-            record = read_json(record_path)
-            name = record['strategy']
+        stored = read_json(record_path) if os.path.exists(record_path) else {}
+        if stored.get('requested') == 'auto' and stored.get('strategy') in trainer.candidates:
+            record = stored
         else:
-            steps = min(3, trainer.chunk_steps)
-            args = (trainer.pool, trainer.labels, trainer.noise_mask, trainer.orders(1, setup.dataset.num_train), 1,
-                    0, trainer.keys, progress['active'])
-            timings = strategies_lib.measure_strategies(trainer.candidates, trainer.state, args, steps)
-            name = strategies_lib.fastest(timings)
-            record = {'strategy': name, 'seconds_per_chunk': timings, 'chunk_steps': steps,
-                      'backend': jax.default_backend(), 'device': jax.devices()[0].device_kind}
-            log('auto strategy: ' + ', '.join(f'{k} {v:.3f}s' for k, v in timings.items())
-                + f' per {steps}-step chunk -> {name}')
+            chosen, reason = strategies_lib.default_strategy(jax.default_backend(), len(jax.local_devices()),
+                                                             len(setup.replicas))
+            record = {'strategy': chosen, 'reason': reason, 'backend': jax.default_backend(),
+                      'device': jax.devices()[0].device_kind, 'devices': len(jax.local_devices())}
+        log(f"strategy auto -> {record['strategy']} ({record.get('reason', 'recorded')})")
     else:
         record = {'strategy': name}
     record['requested'] = setup.config.train.strategy
     write_json(record_path, record)
-    return trainer.candidates[name]
+    return trainer.candidates[record['strategy']]
 
 
 def train_epoch(setup: Setup, trainer: Trainer, strategy, state, epoch: int, progress: dict):
@@ -316,7 +311,7 @@ def _train(config, run: RunDirectory, log: Callable[[str], None], stack: context
         raise RunDirectoryError(f"{run.path} has metrics up to epoch {run.last_metrics_epoch()} but no resumable "
                                 "state (checkpoints/state was removed?); it will not be retrained over silently: "
                                 "pass a new --workdir")
-    strategy = choose_strategy(setup, trainer, progress, log)
+    strategy = choose_strategy(setup, trainer, log)
     data = setup.dataset
     log(f'{num_replicas} replicas ({", ".join(r.name for r in setup.replicas)}) of {setup.model.name} on '
         f'{data.name} ({data.num_train} train / {data.val_labels.size} val / {data.test_labels.size} test), '
