@@ -44,6 +44,7 @@ def default_workdir(config_path: str) -> str:
 
 def run(config, workdir: str, log=print, rerun=()) -> None:
     """Check, lock, train, summarise, analyse (skipping analyses done with the same settings, except `rerun`)."""
+    from memjax.analysis.registry import check_data
     from memjax.analysis.runner import check_rerun, run_analyses
     from memjax.experiment import check
     from memjax.report.summary import write_summary
@@ -51,7 +52,8 @@ def run(config, workdir: str, log=print, rerun=()) -> None:
 
     settings = check(config)
     check_rerun(rerun, tuple(config.analyses))
-    directory = train(config, workdir, log)  # takes the directory's lock once the data has loaded
+    directory = train(config, workdir, log, check_data=lambda facts: check_data(settings, facts))  # locks once
+    # the data has loaded and the analyses' data checks passed
     with directory.locked():
         log(write_summary(directory))
         diverged = directory.status().get('diverged') or []

@@ -20,7 +20,7 @@ import shutil
 import time
 from typing import Callable
 
-from memjax.analysis.registry import analyses, build_settings
+from memjax.analysis.registry import analyses, build_settings, check_data
 from memjax.analysis.settings import Context
 from memjax.run import open_run
 from memjax.errors import ConfigError
@@ -106,6 +106,7 @@ def run_analyses(config, workdir: str, log: Callable[[str], None] = print, setti
         return
     run = open_run(workdir)
     run.verify()
+    check_data(settings, run.data_facts())
     context = Context(listed=tuple(config.analyses), shared=settings, log=log)
     scratch = os.path.join(run.directory.path, 'results', '.partial')
     skipped = []

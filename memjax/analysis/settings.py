@@ -20,6 +20,7 @@ import sys
 import typing
 from typing import Any, Callable
 
+from memjax.data.facts import DataFacts
 from memjax.errors import ConfigError
 
 
@@ -171,33 +172,8 @@ class AnalysisSettings:
     def check_model(self, model) -> None:
         """Raises ConfigError for stage or layer names the model lacks; nothing by default."""
 
-    def check_data(self, data) -> None:
-        """Raises ConfigError for values the data set cannot satisfy (`memjax.analysis.settings.DataFacts`)."""
-
-
-@dataclasses.dataclass(frozen=True)
-class DataFacts:
-    """What start-up checks may know of the run's data, right after it loads (before training).
-
-    Attributes:
-      num_classes: C.
-      image_shape: (H, W, C_img).
-      split_sizes: {'train': N, 'val': V, 'test': M}.
-      noise_ratios: the replicas' r, in replica order.
-      seeds: their seeds.
-      class_counts: int [R, C]: replica r's training examples per (noisy) label.
-      noisy_class_counts: int [R, C]: its relabelled examples per noisy label.
-      clean_class_counts: int [R, C]: its unrelabelled examples per label.
-    """
-
-    num_classes: int
-    image_shape: tuple
-    split_sizes: dict
-    noise_ratios: tuple
-    seeds: tuple
-    class_counts: Any
-    noisy_class_counts: Any
-    clean_class_counts: Any
+    def check_data(self, data: DataFacts) -> None:
+        """Raises ConfigError for values the run's data cannot satisfy (class indices, example counts)."""
 
 
 @dataclasses.dataclass

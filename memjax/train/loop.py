@@ -29,6 +29,7 @@ import numpy as np
 from memjax.checkpoint import Checkpoints, keep_epoch
 from memjax.config import to_dict, validate
 from memjax.data.dataset import Dataset, load_dataset
+from memjax.data.facts import DataFacts, data_facts
 from memjax.data.noise import NoisyLabels, noisy_labels
 from memjax.data.pipeline import epoch_order
 from memjax.data.replicas import Replica, make_replicas
@@ -108,16 +109,21 @@ def _image_pool(dataset: Dataset, eval_batch_size: int) -> tuple[jax.Array, list
     return pool, [pool[i:i + eval_batch_size] for i in range(0, pool.shape[0], eval_batch_size)]
 
 
-def prepare_run(config, run: RunDirectory, stack: contextlib.ExitStack | None = None) -> Setup:
+def prepare_run(config, run: RunDirectory, stack: contextlib.ExitStack | None = None,
+                check_data: Callable[[DataFacts], None] | None = None) -> Setup:
     """Loads data, draws the noisy labels, builds the model and writes (or checks) the run's metadata.
 
     Everything that can fail on bad input happens before the directory is
-    created; then the directory's lock is taken (held until `stack` closes).
+    created (`check_data(facts)`: the checks of the listed analyses that need
+    the data); then the directory's lock is taken (held until `stack` closes).
     """
     dataset = load_dataset(config.data)
     replicas = make_replicas(config)
     noise = noisy_labels(dataset.train_labels, dataset.num_classes, [r.noise_ratio for r in replicas],
                          [r.seed for r in replicas], config.noise.seed, config.noise.mode)
+    if check_data is not None:
+        check_data(data_facts(dataset, [r.noise_ratio for r in replicas], [r.seed for r in replicas], noise.labels,
+                              noise.mask))
     batch_size, n = int(config.train.batch_size), dataset.num_train
     if batch_size > n:
         raise ConfigError(f"train.batch_size={batch_size} is larger than the {n} training examples; "
@@ -280,25 +286,30 @@ def save_epoch(setup: Setup, checkpoints: Checkpoints, stacked, epoch: int, rows
     setup.run.set_status(status='training', epoch=epoch)
 
 
-def train(config, workdir: str, log: Callable[[str], None] = print) -> RunDirectory:
-    """Trains (or resumes, or finds finished) the run of `config` in `workdir`, holding its lock."""
+def train(config, workdir: str, log: Callable[[str], None] = print,
+          check_data: Callable[[DataFacts], None] | None = None) -> RunDirectory:
+    """Trains (or resumes, or finds finished) the run of `config` in `workdir`, holding its lock.
+
+    check_data(facts), if given, runs right after the data loads, before anything is written
+    (the listed analyses' checks that need the data)."""
     validate(config)
     run = RunDirectory(workdir)
     run.check_compatible(to_dict(config))
     with contextlib.ExitStack() as stack:
         if os.path.isdir(run.path):  # an existing run: lock at once (a new one is locked once data loads)
             stack.enter_context(run.locked())
-        return _train(config, run, log, stack)
+        return _train(config, run, log, stack, check_data)
 
 
-def _train(config, run: RunDirectory, log: Callable[[str], None], stack: contextlib.ExitStack) -> RunDirectory:
+def _train(config, run: RunDirectory, log: Callable[[str], None], stack: contextlib.ExitStack,
+           check_data) -> RunDirectory:
     if run.status()['status'] == 'complete':
         if not run.has_metadata():
             prepare_run(config, run, stack)
             log(f'repaired the metadata of {run.path}')
         log(f'run in {run.path} is complete (epoch {run.status()["epoch"]}); nothing to train')
         return run
-    setup = prepare_run(config, run, stack)
+    setup = prepare_run(config, run, stack, check_data)
     trainer = create_trainer(setup)
     num_replicas, epochs = len(setup.replicas), int(config.train.epochs)
     progress = {'active': np.ones(num_replicas, bool), 'converged_epoch': np.full(num_replicas, -1, np.int32),

@@ -44,7 +44,7 @@ from memjax.report import p3_plots
 from memjax.report.tables import write_csv
 from memjax.run import Run
 from memjax.analysis.localization.layer_groups import chosen_units, granularity_setting
-from memjax.errors import RunDirectoryError
+from memjax.errors import ConfigError, RunDirectoryError
 from memjax.train.gradient_split import AGGREGATES, rows_from_sums, split_gradients, tensor_sums, unit_rows
 
 NAME = 'gradients'
@@ -68,6 +68,16 @@ class Settings(AnalysisSettings):
 
     def validate(self) -> None:
         self.positive('batch_size')
+
+    def check_config(self, config) -> None:
+        if self.source == 'training' and not config.train.gradient_accounting:
+            raise ConfigError(missing_record(self.KEY))
+
+
+def missing_record(key: str) -> str:
+    return (f'analysis.{key}.source=training reads the gradient record (gradients.jsonl), which training writes '
+            'only with train.gradient_accounting=True; train with --config.train.gradient_accounting=True (in a new '
+            f'--workdir: it is part of the run), or use --config.analysis.{key}.source=checkpoints')
 
 
 def gradients_from_checkpoints(run: Run, s: Settings, context: Context) -> list[dict]:
@@ -115,6 +125,8 @@ def run(run: Run, s: Settings, context: Context) -> None:
     units = chosen_units(run.model, s.granularity)
     log(f'gradients: clean vs noisy gradient per unit ({s.granularity}: {len(units)} units), from {source}')
     if source == 'training':
+        if not os.path.exists(record):
+            raise RunDirectoryError(missing_record(s.KEY))
         with open(record) as f:
             tensor_rows = [json.loads(line) for line in f if line.strip()]
         if tensor_rows and 'tensor' not in tensor_rows[0]:
