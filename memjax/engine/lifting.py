@@ -13,8 +13,10 @@ replica. Four liftings (`KINDS`):
 - `loop`: the single-replica program, compiled once and called R times from
   Python. The replicas' state stays a `Replicas` tuple between calls (no
   stacking per step), and replicas that are inactive are not run at all.
-- `shard`: vmap with the replica axis split over the devices of a mesh
-  (`jax.sharding`, axis 'replica'); every device runs R / D replicas.
+- `shard`: the replica axis split over the devices of a mesh (`jax.sharding`,
+  axis 'replica'): every device vmaps over its own R / D replicas inside
+  `jax.shard_map`, so the program holds no collective (R must be a multiple
+  of the device count).
 
 Whatever the lifting, a replica's result depends only on its own arguments
 (and agrees across liftings up to floating-point reassociation), and the
@@ -143,8 +145,11 @@ class Program:
         if kind == 'map':
             return jax.jit(lambda per, shared: jax.lax.map(lambda p: one(p, shared), per))
         lifted = jax.vmap(one, in_axes=(0, None))
-        if kind == 'shard':
-            return jax.jit(lifted, out_shardings=self.lifting.sharding(True))
+        if kind == 'shard':  # each device vmaps over its own replicas: no collective at all (a vmap left to
+            # the partitioner all-gathers grouped-convolution weights and activations, openxla/xla 47945)
+            spec = jax.sharding.PartitionSpec
+            return jax.jit(jax.shard_map(lifted, mesh=self.lifting.mesh, in_specs=(spec(REPLICA_AXIS), spec()),
+                                         out_specs=spec(REPLICA_AXIS), check_vma=False))
         return jax.jit(lifted)
 
     def compiled(self, **static_values) -> Callable:
