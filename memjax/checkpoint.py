@@ -20,6 +20,7 @@ restore and training resumes from the previous epoch.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 from typing import Any, Callable
@@ -28,7 +29,25 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
-from memjax.errors import RunDirectoryError
+from memjax.errors import FileSystemError, MemjaxError, RunDirectoryError
+
+# What the file system said, as orbax/tensorstore phrase it in their messages (errno names vary by layer).
+_REASONS = (('No space left on device', 'no space left on device'), ("os_error_code='28'", 'no space left on device'),
+            ('Disk quota exceeded', 'disk quota exceeded'), ('Read-only file system', 'read-only file system'),
+            ('Permission denied', 'permission denied'), ('File too large', 'file too large'))
+
+
+def write_failure_reason(error: BaseException) -> str:
+    """A short reason for a failed write ('no space left on device', ...), from an exception chain."""
+    seen = error
+    while seen is not None:
+        text = str(seen)
+        for needle, reason in _REASONS:
+            if needle in text:
+                return reason
+        seen = seen.__cause__ or seen.__context__
+    text = str(error).strip().splitlines()
+    return (text[0][:200] if text else type(error).__name__)
 
 
 def keep_epoch(epoch: int, every: int, epochs: tuple = ()) -> bool:
@@ -49,6 +68,7 @@ class Checkpoints:
 
     def __init__(self, directory: str, async_save: bool = True):
         self.directory = os.path.abspath(directory)
+        self.failed = False
         options = dict(enable_async_checkpointing=bool(async_save), create=True)
         self._epochs = ocp.CheckpointManager(os.path.join(self.directory, 'epochs'),
                                              options=ocp.CheckpointManagerOptions(**options))
@@ -56,24 +76,53 @@ class Checkpoints:
                                             options=ocp.CheckpointManagerOptions(max_to_keep=2, **options))
 
     # Writing ---------------------------------------------------------------
+    @contextlib.contextmanager
+    def _writing(self, what: str):
+        """Turns any failure of an orbax write (raised here or on its background threads, which
+        orbax re-raises on the next save or wait) into one FileSystemError line."""
+        try:
+            yield
+        except (MemjaxError, KeyboardInterrupt):
+            raise
+        except Exception as error:  # orbax/tensorstore raise ValueError, OSError, RuntimeError, ...
+            self.failed = True
+            raise FileSystemError(f"file system: could not write {what} under {self.directory} "
+                                  f"({write_failure_reason(error)}); free space (or choose another --workdir) and "
+                                  "rerun the same command to resume") from error
+
     def save_epoch(self, epoch: int, variables: dict) -> None:
         """Keeps `{'params', 'batch_stats'}` (leaves [R, ...]) of `epoch`."""
-        if epoch not in self._epochs.all_steps():
-            self._epochs.save(epoch, args=ocp.args.StandardSave(variables))
+        with self._writing(f'checkpoints (saving epoch {epoch})'):
+            if epoch not in self._epochs.all_steps():
+                self._epochs.save(epoch, args=ocp.args.StandardSave(variables))
 
     def save_state(self, epoch: int, state: Any, progress: dict) -> None:
         """Saves the resumable state after `epoch` (older states are deleted)."""
-        self._state.save(epoch, args=ocp.args.StandardSave({'state': state, 'progress': progress}),
-                         force=True)
+        with self._writing(f'checkpoints (saving the state of epoch {epoch})'):
+            self._state.save(epoch, args=ocp.args.StandardSave({'state': state, 'progress': progress}),
+                             force=True)
 
     def wait(self) -> None:
-        self._epochs.wait_until_finished()
-        self._state.wait_until_finished()
+        """Blocks until every save is on disk; a save that failed in the background raises here."""
+        with self._writing('checkpoints'):
+            self._epochs.wait_until_finished()
+            self._state.wait_until_finished()
 
-    def close(self) -> None:
-        self.wait()
-        self._epochs.close()
-        self._state.close()
+    def close(self, quiet: bool = False) -> None:
+        """Waits for the saves and releases orbax's threads. quiet: after another failure, swallow
+        this one (an unfinished save is never committed: orbax renames a checkpoint only when whole)."""
+        try:
+            self.wait()
+        except FileSystemError:
+            if not quiet:
+                raise
+        finally:
+            for manager in (self._epochs, self._state):
+                try:
+                    manager.close()
+                except Exception:  # already reported (or quiet): the manager may hold the same error
+                    if not (quiet or self.failed):
+                        raise
 
     # Reading ---------------------------------------------------------------
     def epochs(self) -> list[int]:

@@ -21,5 +21,13 @@ class RunDirectoryError(MemjaxError):
     """The work directory holds something that must not be overwritten."""
 
 
+class FileSystemError(MemjaxError):
+    """Writing to the work directory failed (full, read-only, ...); the message says where and why.
+
+    `memjax.main` exits with status 4. Nothing half-written looks complete, so
+    rerunning the same command once the cause is fixed resumes the run.
+    """
+
+
 class DivergedError(MemjaxError):
     """A replica's loss or parameters became non-finite."""

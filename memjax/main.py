@@ -26,11 +26,13 @@ import traceback
 from absl import flags, logging
 from ml_collections import config_flags
 
-from memjax.errors import DivergedError, MemjaxError
+from memjax.errors import DivergedError, FileSystemError, MemjaxError
 
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'Path to a config file (configs/*.py).',
                                           lock_config=True)
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Run directory; default runs/<config file name>.')
+_RERUN = flags.DEFINE_list('rerun', [], 'Analyses to redo although their results are complete with the same '
+                           'settings (names of config.analyses, or all).')
 
 EXIT_INPUT, EXIT_DIVERGED, EXIT_FILESYSTEM, EXIT_INTERRUPTED = 2, 3, 4, 130
 
@@ -40,15 +42,18 @@ def default_workdir(config_path: str) -> str:
     return os.path.join('runs', name)
 
 
-def run(config, workdir: str, log=print) -> None:
-    """Check, lock, train, summarise, analyse."""
-    from memjax.analysis.runner import run_analyses
+def run(config, workdir: str, log=print, rerun=()) -> None:
+    """Check, lock, train, summarise, analyse (skipping analyses done with the same settings, except `rerun`)."""
+    from memjax.analysis.registry import check_data
+    from memjax.analysis.runner import check_rerun, run_analyses
     from memjax.experiment import check
     from memjax.report.summary import write_summary
     from memjax.train.loop import train
 
     settings = check(config, workdir)
-    directory = train(config, workdir, log)  # takes the directory's lock once the data has loaded
+    check_rerun(rerun, tuple(config.analyses))
+    directory = train(config, workdir, log, check_data=lambda facts: check_data(settings, facts))  # locks once
+    # the data has loaded and the analyses' data checks passed
     with directory.locked():
         log(write_summary(directory))
         diverged = directory.status().get('diverged') or []
@@ -56,7 +61,7 @@ def run(config, workdir: str, log=print) -> None:
             raise DivergedError(f"{', '.join(diverged)} diverged (non-finite loss or parameters); the other "
                                 "replicas trained, analyses were not run: lower train.learning_rate and train "
                                 "in a new --workdir")
-        run_analyses(config, workdir, log, settings)
+        run_analyses(config, workdir, log, settings, rerun)
 
 
 def _one_line(error: BaseException) -> str:
@@ -74,18 +79,49 @@ def _one_line(error: BaseException) -> str:
 
 
 def _quiet_third_party_logs(debug: bool) -> None:
-    """No third-party log noise at the default verbosity (orbax and absl warn about routine things)."""
+    """No third-party log noise at the default verbosity.
+
+    orbax and absl warn about routine things, and orbax logs the errors of its
+    background threads (a full disk) with tracebacks, before memjax reports the
+    same failure in one line; threads that die while the process exits after
+    such a failure would print theirs (see `_silence_after_failure`).
+    """
     import logging as std_logging
-    level = std_logging.DEBUG if debug else std_logging.ERROR
-    logging.set_verbosity(logging.DEBUG if debug else logging.ERROR)
+    level = std_logging.DEBUG if debug else std_logging.CRITICAL
+    logging.set_verbosity(logging.DEBUG if debug else logging.FATAL)
     for name in ('absl', 'orbax', 'jax', 'tensorflow', 'etils'):
         std_logging.getLogger(name).setLevel(level)
+    if not debug:
+        sys.unraisablehook = _main_thread_only(sys.__unraisablehook__)
+
+
+def _main_thread_only(hook):
+    """An unraisable-exception hook that reports only the main thread's: when a write fails,
+    tensorstore's threads report their callbacks into orbax's closed event loop through it, while the
+    failure itself reaches the main thread, which reports it in one line."""
+    import threading
+
+    def unraisablehook(unraisable):
+        if threading.current_thread() is threading.main_thread():
+            hook(unraisable)
+    return unraisablehook
+
+
+def _silence_after_failure() -> None:
+    """Once the failure is reported: the background threads of orbax and tensorstore that fail
+    while the process exits (their event loop is closed) print nothing more."""
+    import threading
+    quiet = lambda *args: None
+    threading.excepthook = sys.excepthook = sys.unraisablehook = quiet
 
 
 def _fail(message: str, status: int, debug: bool) -> None:
     if debug:
         traceback.print_exc()
     print(f'memjax: error: {message}', file=sys.stderr)
+    sys.stderr.flush()
+    if not debug:
+        _silence_after_failure()
     sys.exit(status)
 
 
@@ -107,9 +143,11 @@ def entry(argv: list[str] | None = None) -> None:
     _quiet_third_party_logs(debug)
     workdir = _WORKDIR.value or default_workdir(flags.FLAGS['config'].config_filename)
     try:
-        run(config, workdir)
+        run(config, workdir, rerun=_RERUN.value)
     except DivergedError as error:
         _fail(str(error), EXIT_DIVERGED, debug)
+    except FileSystemError as error:
+        _fail(str(error), EXIT_FILESYSTEM, debug)
     except MemjaxError as error:
         _fail(str(error), EXIT_INPUT, debug)
     except KeyboardInterrupt:

@@ -18,6 +18,7 @@ skipped on a rerun).
 from __future__ import annotations
 
 import importlib.util
+import inspect
 import os
 import time
 from typing import Callable
@@ -48,12 +49,31 @@ def config_path(name: str) -> str:
     raise ConfigError(f'config file {name!r} not found (nor {candidate}); pass the path of a configs/*.py file')
 
 
+def _check_type(name: str, value, kinds: tuple, example: str) -> None:
+    if not isinstance(value, kinds):
+        wanted = ' or '.join('None' if k is type(None) else k.__name__ for k in kinds)
+        raise ConfigError(f'{name}={value!r} must be {wanted}, e.g. {example}')
+
+
+def split_variant(config: str, variant: str | None = None) -> tuple[str, str | None]:
+    """('configs/x.py', 'smoke') from 'configs/x.py:smoke' (an explicit `variant` wins)."""
+    _check_type('config', config, (str,), "'configs/default.py' or 'configs/default.py:smoke'")
+    _check_type('variant', variant, (str, type(None)), "'smoke'")
+    if ':' in config:
+        config, named = config.split(':', 1)
+        variant = variant or named or None
+    return config, variant
+
+
 def workdir_for(config: str, variant: str | None = None, workdir: str | None = None) -> str:
-    """`workdir`, or the default for the config file and variant: `default_workdir('<name>[_<variant>]')`."""
+    """`workdir`, or the default for the config file and variant: `default_workdir('<name>[_<variant>]')`
+    (a variant given as 'configs/x.py:smoke' counts: the smoke run never shares the full run's directory)."""
+    _check_type('workdir', workdir, (str, type(None)), "'runs/my_run'")
+    config, variant = split_variant(config, variant)
     if workdir:
         return workdir
-    name = os.path.splitext(os.path.basename(config.split(':')[0]))[0]
-    return default_workdir(name + (f'_{variant}' if variant else ''))
+    name = os.path.splitext(os.path.basename(config))[0]
+    return default_workdir(name + (f"_{variant.replace(',', '_')}" if variant else ''))
 
 
 def mount_drive(mountpoint: str = '/content/drive') -> str:
@@ -71,16 +91,19 @@ def load_config(path: str, variant: str | None = None, overrides: dict | None = 
     with dotted overrides applied as `--config.a.b=v` would be (type-checked).
 
     Raises:
-      ConfigError: unknown file, variant or key, or a value of the wrong type.
+      ConfigError: unknown file, variant or key, a value of the wrong type, or arguments of the wrong type.
     """
-    if ':' in path and variant is None:
-        path, variant = path.split(':', 1)
+    path, variant = split_variant(path, variant)
+    _check_type('overrides', overrides, (dict, type(None)), "{'train.epochs': 5}")
     path = config_path(path)
     spec = importlib.util.spec_from_file_location(os.path.splitext(os.path.basename(path))[0], path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
+    if variant and not inspect.signature(module.get_config).parameters:
+        raise ConfigError(f'unknown config variant {variant!r}: {path} has no variants (its get_config takes none)')
     config = module.get_config(variant) if variant else module.get_config()
     for key, value in (overrides or {}).items():
+        _check_type('an override key', key, (str,), "'train.epochs'")
         node, *parts = [config, *key.split('.')]
         for part in parts[:-1]:
             if part not in node:
@@ -122,18 +145,21 @@ def prepare_data(config: ml_collections.ConfigDict, source: str | None = None,
 
 def run_experiment(config: ml_collections.ConfigDict | str, workdir: str | None = None,
                    variant: str | None = None, overrides: dict | None = None,
-                   log: Callable[[str], None] = print) -> str:
+                   log: Callable[[str], None] = print, rerun: tuple = ()) -> str:
     """Checks, trains (or resumes), writes the summary and runs the analyses; returns the work directory.
 
     `config` is a ConfigDict or a path (then loaded with `variant` and
     `overrides`). With several local devices and train.strategy='auto' the
     replicas are sharded over them ('shard'). workdir None: `default_workdir`
-    of the config's name (Google Drive when mounted).
+    of the config's name (Google Drive when mounted). Analyses already done with the
+    same settings are skipped; `rerun` names analyses (or 'all') to redo.
     """
     import jax
     if isinstance(config, str):
         workdir = workdir_for(config, variant, workdir)
         config = load_config(config, variant, overrides)
+    elif not isinstance(config, ml_collections.ConfigDict):
+        raise ConfigError(f'config={config!r} must be a config path or a ConfigDict from load_config')
     elif workdir is None:
         raise ConfigError('run_experiment needs a workdir with a ConfigDict config')
     if config.train.strategy == 'auto' and jax.local_device_count() > 1:
@@ -142,6 +168,6 @@ def run_experiment(config: ml_collections.ConfigDict | str, workdir: str | None 
     start = time.time()
     log(f'memjax: {jax.local_device_count()} {jax.default_backend()} device(s), strategy '
         f'{config.train.strategy}, work directory {os.path.abspath(workdir)}')
-    run(config, workdir, log)
+    run(config, workdir, log, rerun)
     log(f'memjax: done in {time.time() - start:.0f} s; rerun this cell to resume after an interruption')
     return workdir

@@ -18,6 +18,7 @@ import numpy as np
 
 from memjax.checkpoint import Checkpoints, keep_epoch
 from memjax.data.dataset import Dataset, load_dataset
+from memjax.data.facts import DataFacts, data_facts
 from memjax.data.replicas import Replica
 from memjax.errors import ConfigError, RunDirectoryError
 from memjax.models import StagedModel, build_model
@@ -144,6 +145,11 @@ class Run:
         promised = [t for t in range(final + 1) if keep_epoch(t, int(keep.every), tuple(keep.epochs))] + [final]
         for epoch in sorted(set(promised)):
             self.checkpoints.check_epoch(epoch)
+
+    def data_facts(self) -> DataFacts:
+        """The run's data and labels as the start-up checks see them (`memjax.data.facts`)."""
+        return data_facts(self.dataset, [r.noise_ratio for r in self.replicas], [r.seed for r in self.replicas],
+                          self.noise['labels'], self.noise['noise_mask'])
 
     # Replicas --------------------------------------------------------------
     def row(self, replica: int) -> dict:

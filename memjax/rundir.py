@@ -50,15 +50,24 @@ def finite(value: Any) -> Any:
     return value
 
 
-def write_json(path: str, data: Any) -> None:
-    """Writes strict JSON atomically (temporary file, fsync, rename)."""
+def write_text(path: str, text: str) -> None:
+    """Writes a text file atomically (temporary file, fsync, rename): a full disk leaves the old one."""
     tmp = path + '.tmp'
-    with open(tmp, 'w') as f:
-        json.dump(finite(data), f, indent=2, sort_keys=True, allow_nan=False)
-        f.write('\n')
-        f.flush()
-        os.fsync(f.fileno())
+    try:
+        with open(tmp, 'w', newline='') as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.remove(tmp)
+        raise
     os.replace(tmp, path)
+
+
+def write_json(path: str, data: Any) -> None:
+    """Writes strict JSON atomically (see `write_text`)."""
+    write_text(path, json.dumps(finite(data), indent=2, sort_keys=True, allow_nan=False) + '\n')
 
 
 def read_json(path: str) -> Any:

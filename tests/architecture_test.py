@@ -15,9 +15,10 @@ PACKAGE = pathlib.Path(__file__).resolve().parent.parent / 'memjax'
 # Bottom to top: a module may import from its own layer and the layers below it.
 LAYERS = (
     ('errors',),
-    ('config',),
+    ('config', 'schema'),
     ('data',),
     ('models',),
+    ('engine',),                    # lifting over replicas, the model runner, the fit loop
     ('rundir', 'checkpoint'),       # the run directory's files, which training writes
     ('train',),
     ('run',),                       # a trained run opened for analysis

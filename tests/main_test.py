@@ -68,14 +68,16 @@ def test_workdir_of_another_config_is_refused(tmp_path):
 
 
 def test_kill_9_then_the_same_command_resumes_to_the_uninterrupted_result(tmp_path):
-    overrides = {'train.epochs': 4, 'checkpoint.async_save': True}
+    overrides = {'train.epochs': 4, 'checkpoint.async_save': True, 'train.strategy': 'auto'}
     config = write_config(tmp_path, **overrides)
     killed = cli(config, tmp_path / 'resumed', env={KILL_AFTER_EPOCH_ENV: '2'})
     assert killed.returncode == -signal.SIGKILL, killed.stderr
     assert open_run(str(tmp_path / 'resumed')).directory.status()['epoch'] == 2
-    resumed = cli(config, tmp_path / 'resumed')
+    # On two devices auto's rule would shard; the resumed run keeps the strategy it began with.
+    resumed = cli(config, tmp_path / 'resumed', env={'XLA_FLAGS': '--xla_force_host_platform_device_count=2'})
     assert resumed.returncode == 0, resumed.stderr
     assert 'resuming' in resumed.stdout and 'after epoch 2' in resumed.stdout
+    assert 'strategy auto -> loop' in resumed.stdout, resumed.stdout
     train(tiny_config(**overrides), str(tmp_path / 'straight'), log=quiet)
     assert_trees(final_variables(str(tmp_path / 'resumed')), final_variables(str(tmp_path / 'straight')))
     resumed_rows = open_run(str(tmp_path / 'resumed')).directory.read_metrics()

@@ -51,6 +51,23 @@ def test_workdir_prefers_a_mounted_drive(tmp_path):
     assert notebook.workdir_for('configs/cifar10_r9.py', 'smoke', '/x/run') == '/x/run'
     assert notebook.workdir_for('configs/cifar10_r9.py', 'smoke').endswith('cifar10_r9_smoke')
     assert 'not on Colab' in notebook.mount_drive()
+    # A variant written into the path gets its own directory, never the full config's.
+    assert notebook.workdir_for('configs/cifar10_r18.py:smoke').endswith('cifar10_r18_smoke')
+    assert notebook.workdir_for('configs/cifar10_r18.py').endswith('cifar10_r18')
+
+
+@pytest.mark.parametrize('call,message', [
+    (lambda: notebook.workdir_for(None), 'config=None must be str'),
+    (lambda: notebook.workdir_for('configs/default.py', workdir=3), 'workdir=3 must be str or None'),
+    (lambda: notebook.load_config(['configs/default.py']), r"config=\['configs/default.py'\] must be str"),
+    (lambda: notebook.load_config('configs/default.py', 7), 'variant=7 must be str or None'),
+    (lambda: notebook.load_config('configs/default.py', None, ['train.epochs=3']), 'overrides=.* must be dict'),
+    (lambda: notebook.load_config('configs/default.py', 'nope'), "unknown config variant 'nope'; known: smoke"),
+    (lambda: notebook.run_experiment(42), 'config=42 must be a config path or a ConfigDict'),
+])
+def test_wrong_arguments_are_one_line_config_errors(call, message):
+    with pytest.raises(ConfigError, match=message):
+        call()
 
 
 def test_download_raw_fetches_once_and_prepare_data_points_the_config_at_it(tmp_path):

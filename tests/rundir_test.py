@@ -186,3 +186,35 @@ def test_a_missing_config_file_and_a_file_as_workdir_are_one_line(tmp_path):
     result = cli(write_config(tmp_path), tmp_path / 'afile')
     lines = result.stderr.strip().splitlines()
     assert result.returncode == 2 and len(lines) == 1 and 'is a file, not a directory' in lines[0], result.stderr
+
+
+def test_a_rerun_skips_finished_analyses_redoes_changed_ones_and_rerun_forces(tmp_path):
+    workdir = str(tmp_path / 'run')
+    config = tiny_config(**{'analyses': ('rewinding', 'cka_matrix'), 'analysis.cka.num_examples': 16,
+                            'analysis.cka.forward_batch': 16})
+    train(config, workdir, log=quiet)
+    run_analyses(config, workdir, log=quiet)
+    record = os.path.join(workdir, 'results', 'rewinding', 'complete.json')
+    stored = json.load(open(record))
+    assert stored['settings']['rewinding']['last_k'] is True and stored['epochs'] == [0, 1, 2, 3]
+    assert set(stored['settings']) == {'rewinding'}
+    assert set(json.load(open(os.path.join(workdir, 'results', 'cka_matrix', 'complete.json')))['settings']) \
+        == {'cka_matrix', 'cka'}  # it reads analysis.cka too
+    messages = []
+    run_analyses(config, workdir, log=messages.append)
+    assert messages == ['skipped (done with these settings; --rerun=NAME or --rerun=all redoes): rewinding, '
+                        'cka_matrix']
+    assert json.load(open(record)) == stored  # not rewritten
+    changed = tiny_config(**{'analyses': ('rewinding', 'cka_matrix'), 'analysis.cka.num_examples': 16,
+                             'analysis.cka.forward_batch': 16, 'analysis.rewinding.last_k': False})
+    messages = []
+    run_analyses(changed, workdir, log=messages.append)
+    assert any('rewinding: redoing (settings changed: analysis.rewinding.last_k True -> False)' in m
+               for m in messages), messages
+    assert messages[-1].endswith(': cka_matrix')
+    assert json.load(open(record))['settings']['rewinding']['last_k'] is False
+    messages = []
+    run_analyses(changed, workdir, log=messages.append, rerun=('cka_matrix',))
+    assert any('redoing (forced by --rerun)' in m for m in messages) and messages[-1].endswith(': rewinding')
+    with pytest.raises(ConfigError, match='--rerun=stitching names an analysis that config.analyses does not list'):
+        run_analyses(changed, workdir, log=quiet, rerun=('stitching',))

@@ -107,8 +107,10 @@ def check_names(names) -> None:
 def build_settings(config, model=None) -> dict[str, Any]:
     """Validated settings of every key the listed analyses read: {key: Settings}.
 
-    Checks names, unknown keys, enum values, ranges and (given the model) stage
-    and layer names; raises ConfigError with one line naming key, value and fix.
+    Checks names, unknown keys, types, choices, ranges, relations between fields
+    and with the training keys and (given the model) stage and layer names;
+    raises ConfigError with one line naming key, value and fix. The checks that
+    need the data follow once it has loaded (`check_data`).
     """
     listed = tuple(config.analyses)
     check_names(listed)
@@ -122,10 +124,17 @@ def build_settings(config, model=None) -> dict[str, Any]:
     built = {}
     for key in keys:
         settings = classes[key].from_config(config.analysis.get(key) or {}, key)
+        settings.check_config(config)
         if model is not None:
             settings.check_model(model)
         built[key] = settings
     return built
+
+
+def check_data(settings: dict, facts) -> None:
+    """Every built settings' `check_data` against the run's data facts (`memjax.data.facts.DataFacts`)."""
+    for value in settings.values():
+        value.check_data(facts)
 
 
 def markdown_tables() -> str:

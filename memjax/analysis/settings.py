@@ -16,53 +16,35 @@ from __future__ import annotations
 
 import dataclasses
 import sys
-from typing import Any, Callable
+from typing import Callable
 
+from memjax.data.facts import DataFacts
 from memjax.errors import ConfigError
+from memjax.schema import AT_LEAST_1, FRACTION, NON_NEGATIVE, POSITIVE, SEED, Range, Settings, setting  # noqa: F401
 
 
-def setting(default: Any, help: str, *, choices: tuple = ()) -> Any:
-    """A settings field: its default, a one-line description and, for enums, the allowed values."""
-    return dataclasses.field(default=default, metadata={'help': help, 'choices': tuple(choices)})
+class AnalysisSettings(Settings):
+    """Base of the analyses' settings (`config.analysis.<KEY>`); subclasses add fields and may override
+    the checks, which all run at start-up before anything is trained or written:
 
-
-def _freeze(value):
-    """Lists (JSON, command line) become tuples, recursively, so settings are hashable."""
-    if isinstance(value, (list, tuple)):
-        return tuple(_freeze(v) for v in value)
-    return value
-
-
-class AnalysisSettings:
-    """Base of the settings dataclasses; subclasses add fields and may override `validate`."""
-
-    KEY = ''  # config.analysis.<KEY>; set by the registry
+      - every field against its declared type, choices and range (`memjax.schema.check_field`);
+      - `validate()`: relations between fields of this Settings;
+      - `check_config(config)`: relations with the training keys (e.g. a record training must write);
+      - `check_model(model)`: unit and stage names against the architecture;
+      - `check_workdir(workdir, config)`: against the work directory and other directories it names;
+      - `check_data(data)`: against the data set, right after it loads (class indices, example counts).
+    """
 
     @classmethod
-    def defaults(cls) -> dict:
-        return {f.name: f.default for f in dataclasses.fields(cls)}
+    def path(cls) -> str:
+        return f'analysis.{cls.KEY}'
 
     @classmethod
     def from_config(cls, node, key: str = '') -> 'AnalysisSettings':
-        """Settings from an `analysis.<key>` node (ConfigDict or dict), checked field by field."""
-        key = key or cls.KEY
-        values = node.to_dict() if hasattr(node, 'to_dict') else dict(node or {})
-        fields = {f.name: f for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - set(fields))
-        if unknown:
-            raise ConfigError(f"unknown key analysis.{key}.{unknown[0]}; the keys of analysis.{key} are: "
-                              f"{', '.join(fields)}")
-        for name, value in values.items():
-            choices = fields[name].metadata.get('choices') or ()
-            if choices and value not in choices:
-                raise ConfigError(f"analysis.{key}.{name}={value!r} is not one of {', '.join(map(str, choices))}; "
-                                  f"set --config.analysis.{key}.{name}=<one of them>")
-        settings = cls(**{name: _freeze(value) for name, value in values.items()})
-        settings.validate()
-        return settings
+        return super().from_config(node, f'analysis.{key}' if key else cls.path())
 
-    def validate(self) -> None:
-        """Raises ConfigError (one line: key, bad value, the fix) for bad values; nothing by default."""
+    def check_config(self, config) -> None:
+        """Raises ConfigError when the settings need something the run's training keys do not give."""
 
     def check_model(self, model) -> None:
         """Raises ConfigError for stage or layer names the model lacks; nothing by default."""
@@ -70,6 +52,9 @@ class AnalysisSettings:
     def check_workdir(self, workdir: str, config) -> None:
         """Raises ConfigError for values that conflict with the run's work directory or other
         directories (other runs, kept folders); run at start-up, before training. Nothing by default."""
+
+    def check_data(self, data: DataFacts) -> None:
+        """Raises ConfigError for values the run's data cannot satisfy (class indices, example counts)."""
 
     def positive(self, *names: str) -> None:
         """Checks that the named integer fields are positive."""

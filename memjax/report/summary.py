@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from memjax.report.tables import format_value, text_table, write_csv
-from memjax.rundir import RunDirectory
+from memjax.rundir import RunDirectory, write_text
 
 SUMMARY_COLUMNS = ('replica', 'noise_ratio', 'seed', 'epoch', 'converged_epoch', 'train_accuracy',
                    'clean_accuracy', 'memorization_accuracy', 'noisy_true_accuracy', 'val_accuracy',
@@ -32,8 +32,7 @@ def write_summary(run: RunDirectory) -> str:
     text = (f'memjax run {run.path}\n'
             'accuracies after the last epoch; memorization = noisy subset vs its noisy labels, '
             'noisy_true = noisy subset vs true labels\n' + table + '\n')
-    with open(run.file('summary.txt'), 'w') as f:
-        f.write(text)
+    write_text(run.file('summary.txt'), text)
     write_csv(run.file('summary.csv'), rows, SUMMARY_COLUMNS)
     return text
 

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import csv
+import io
 from typing import Sequence
+
+from memjax.rundir import write_text
 
 
 def format_value(value) -> str:
@@ -25,8 +28,10 @@ def text_table(rows: Sequence[dict], columns: Sequence[str]) -> str:
 
 
 def write_csv(path: str, rows: Sequence[dict], columns: Sequence[str]) -> None:
-    with open(path, 'w', newline='') as f:
-        writer = csv.DictWriter(f, fieldnames=list(columns), extrasaction='ignore')
-        writer.writeheader()
-        for row in rows:
-            writer.writerow({c: ('' if row.get(c) is None else row.get(c)) for c in columns})
+    """Writes `rows` (dicts; None as an empty cell) with the given columns, atomically."""
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=list(columns), extrasaction='ignore')
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({c: ('' if row.get(c) is None else row.get(c)) for c in columns})
+    write_text(path, buffer.getvalue())

@@ -29,6 +29,7 @@ import numpy as np
 from memjax.checkpoint import Checkpoints, keep_epoch
 from memjax.config import to_dict, validate
 from memjax.data.dataset import Dataset, load_dataset
+from memjax.data.facts import DataFacts, data_facts
 from memjax.data.noise import NoisyLabels, noisy_labels
 from memjax.data.pipeline import epoch_order
 from memjax.data.replicas import Replica, make_replicas
@@ -109,17 +110,22 @@ def _image_pool(dataset: Dataset, eval_batch_size: int) -> tuple[jax.Array, list
     return pool, [pool[i:i + eval_batch_size] for i in range(0, pool.shape[0], eval_batch_size)]
 
 
-def prepare_run(config, run: RunDirectory, stack: contextlib.ExitStack | None = None) -> Setup:
+def prepare_run(config, run: RunDirectory, stack: contextlib.ExitStack | None = None,
+                check_data: Callable[[DataFacts], None] | None = None) -> Setup:
     """Loads data, draws the noisy labels, builds the model and writes (or checks) the run's metadata.
 
     Everything that can fail on bad input happens before the directory is
-    created; then the directory's lock is taken (held until `stack` closes).
+    created (`check_data(facts)`: the checks of the listed analyses that need
+    the data); then the directory's lock is taken (held until `stack` closes).
     """
     dataset = load_dataset(config.data)
     replicas = make_replicas(config)
     noise = noisy_labels(dataset.train_labels, dataset.num_classes, [r.noise_ratio for r in replicas],
                          [r.seed for r in replicas], config.noise.seed, config.noise.mode,
                          bool(config.noise.get('shared_across_seeds', False)))
+    if check_data is not None:
+        check_data(data_facts(dataset, [r.noise_ratio for r in replicas], [r.seed for r in replicas], noise.labels,
+                              noise.mask))
     batch_size, n = int(config.train.batch_size), dataset.num_train
     if batch_size > n:
         raise ConfigError(f"train.batch_size={batch_size} is larger than the {n} training examples; "
@@ -172,31 +178,26 @@ def create_trainer(setup: Setup) -> Trainer:
                    jax.device_put(setup.noise.mask), keys, shared_data, chunk_steps, accounting, meter)
 
 
-def choose_strategy(setup: Setup, trainer: Trainer, progress: dict, log: Callable):
-    """The configured strategy, or for 'auto' the measured faster one (remembered in the run)."""
+def choose_strategy(setup: Setup, trainer: Trainer, log: Callable):
+    """The configured strategy or, for 'auto', `strategies.default_strategy`; a run that recorded
+    its auto choice (strategy.json) keeps it when resumed, so a resumed run trains as it began."""
     name = setup.config.train.strategy
     record_path = setup.run.file('strategy.json')
     if name == 'auto':
-        if len(setup.replicas) == 1:
-            name, record = 'loop', {'strategy': 'loop', 'reason': 'a single replica'}
-        elif os.path.exists(record_path) and read_json(record_path).get('requested') == 'auto':
-            record = read_json(record_path)
-            name = record['strategy']
+        stored = read_json(record_path) if os.path.exists(record_path) else {}
+        if stored.get('requested') == 'auto' and stored.get('strategy') in trainer.candidates:
+            record = stored
         else:
-            steps = min(3, trainer.chunk_steps)
-            args = (trainer.pool, trainer.labels, trainer.noise_mask, trainer.orders(1, setup.dataset.num_train), 1,
-                    0, trainer.keys, progress['active'])
-            timings = strategies_lib.measure_strategies(trainer.candidates, trainer.state, args, steps)
-            name = strategies_lib.fastest(timings)
-            record = {'strategy': name, 'seconds_per_chunk': timings, 'chunk_steps': steps,
-                      'backend': jax.default_backend(), 'device': jax.devices()[0].device_kind}
-            log('auto strategy: ' + ', '.join(f'{k} {v:.3f}s' for k, v in timings.items())
-                + f' per {steps}-step chunk -> {name}')
+            chosen, reason = strategies_lib.default_strategy(jax.default_backend(), len(jax.local_devices()),
+                                                             len(setup.replicas))
+            record = {'strategy': chosen, 'reason': reason, 'backend': jax.default_backend(),
+                      'device': jax.devices()[0].device_kind, 'devices': len(jax.local_devices())}
+        log(f"strategy auto -> {record['strategy']} ({record.get('reason', 'recorded')})")
     else:
         record = {'strategy': name}
     record['requested'] = setup.config.train.strategy
     write_json(record_path, record)
-    return trainer.candidates[name]
+    return trainer.candidates[record['strategy']]
 
 
 def train_epoch(setup: Setup, trainer: Trainer, strategy, state, epoch: int, progress: dict):
@@ -283,42 +284,49 @@ def save_epoch(setup: Setup, checkpoints: Checkpoints, stacked, epoch: int, rows
     keep = dict(every=int(setup.config.checkpoint.every), epochs=tuple(setup.config.checkpoint.epochs))
     if keep_epoch(epoch, **keep) or final:
         checkpoints.save_epoch(epoch, stacked.variables)
-    checkpoints.save_state(epoch, stacked, progress)
+    # The rows go first: a state on disk promises its epoch's rows (resume truncates to the state's epoch).
     setup.run.append_metrics(rows)
+    checkpoints.save_state(epoch, stacked, progress)
     setup.run.set_status(status='training', epoch=epoch)
 
 
-def train(config, workdir: str, log: Callable[[str], None] = print) -> RunDirectory:
-    """Trains (or resumes, or finds finished) the run of `config` in `workdir`, holding its lock."""
+def train(config, workdir: str, log: Callable[[str], None] = print,
+          check_data: Callable[[DataFacts], None] | None = None) -> RunDirectory:
+    """Trains (or resumes, or finds finished) the run of `config` in `workdir`, holding its lock.
+
+    check_data(facts), if given, runs right after the data loads, before anything is written
+    (the listed analyses' checks that need the data)."""
     validate(config)
     run = RunDirectory(workdir)
     run.check_compatible(to_dict(config))
     with contextlib.ExitStack() as stack:
         if os.path.isdir(run.path):  # an existing run: lock at once (a new one is locked once data loads)
             stack.enter_context(run.locked())
-        return _train(config, run, log, stack)
+        return _train(config, run, log, stack, check_data)
 
 
-def _train(config, run: RunDirectory, log: Callable[[str], None], stack: contextlib.ExitStack) -> RunDirectory:
+def _train(config, run: RunDirectory, log: Callable[[str], None], stack: contextlib.ExitStack,
+           check_data) -> RunDirectory:
     if run.status()['status'] == 'complete':
         if not run.has_metadata():
             prepare_run(config, run, stack)
             log(f'repaired the metadata of {run.path}')
         log(f'run in {run.path} is complete (epoch {run.status()["epoch"]}); nothing to train')
         return run
-    setup = prepare_run(config, run, stack)
+    setup = prepare_run(config, run, stack, check_data)
     trainer = create_trainer(setup)
     num_replicas, epochs = len(setup.replicas), int(config.train.epochs)
     progress = {'active': np.ones(num_replicas, bool), 'converged_epoch': np.full(num_replicas, -1, np.int32),
                 'diverged_epoch': np.full(num_replicas, -1, np.int32)}
     checkpoints = Checkpoints(run.checkpoint_dir, async_save=bool(config.checkpoint.async_save))
+    stack.push(lambda kind, error, trace: kind is not None and checkpoints.close(quiet=True))  # finish orbax's threads
     legacy = {k: v for k, v in progress.items() if k != 'diverged_epoch'}  # states of memjax <= 0.1
     restored = checkpoints.restore_state(trainer.state, progress, log, legacy)
     if restored is None and run.last_metrics_epoch() > 0:
         raise RunDirectoryError(f"{run.path} has metrics up to epoch {run.last_metrics_epoch()} but no resumable "
                                 "state (checkpoints/state was removed?); it will not be retrained over silently: "
                                 "pass a new --workdir")
-    strategy = choose_strategy(setup, trainer, progress, log)
+    strategy = choose_strategy(setup, trainer, log)
     data = setup.dataset
     log(f'{num_replicas} replicas ({", ".join(r.name for r in setup.replicas)}) of {setup.model.name} on '
         f'{data.name} ({data.num_train} train / {data.val_labels.size} val / {data.test_labels.size} test), '

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 from typing import Any
 
 import flax.struct
@@ -35,17 +37,53 @@ class TrainState(flax.struct.PyTreeNode):
         return {'params': self.params, 'batch_stats': self.batch_stats}
 
 
+@dataclasses.dataclass(frozen=True)
+class OptimizerSpec:
+    """An optimizer by value (hashable: equal specs build equal optimizers and share compiled steps).
+
+    kind 'sgd' (momentum, nesterov; coupled weight decay when `weight_decay` is set) or 'adam'; the
+    learning rate follows `schedule` (`memjax.train.schedules`) over `epochs` x `steps_per_epoch` steps.
+    weight_decay None: none in the optimizer (a run's trainer applies each replica's own from its state).
+    """
+
+    kind: str = 'sgd'
+    learning_rate: float = 0.05
+    schedule: str = 'constant'
+    epochs: int = 1
+    steps_per_epoch: int = 1
+    peak_epoch: float = 0.0
+    milestones: tuple = ()
+    gamma: float = 0.1
+    momentum: float = 0.9
+    nesterov: bool = False
+    weight_decay: float | None = None
+
+    @classmethod
+    def from_train(cls, train, steps_per_epoch: int, weight_decay: bool = True, epochs: int | None = None):
+        """The SGD of the training keys (`train.*`); weight_decay=False leaves the decay to the state."""
+        return cls('sgd', float(train.learning_rate), str(train.schedule), int(epochs or train.epochs),
+                   int(steps_per_epoch), float(train.peak_epoch), tuple(float(m) for m in train.milestones),
+                   float(train.gamma), float(train.momentum), bool(train.nesterov),
+                   float(train.weight_decay) if weight_decay else None)
+
+    @functools.lru_cache(maxsize=None)
+    def build(self) -> optax.GradientTransformation:
+        schedule = make_schedule(self, self.steps_per_epoch)
+        if self.kind == 'adam':
+            core = optax.adam(schedule)
+        else:
+            core = optax.sgd(schedule, momentum=self.momentum or None, nesterov=self.nesterov)
+        decay = optax.add_decayed_weights(self.weight_decay) if self.weight_decay else optax.identity()
+        return optax.chain(decay, core)  # the same state structure with or without the decay
+
+
 def make_optimizer(train, steps_per_epoch: int, weight_decay: bool = True) -> optax.GradientTransformation:
     """SGD with momentum and (coupled, PyTorch-style) weight decay on every parameter.
 
     With weight_decay=False the decay is left out: the run's trainer applies each
     replica's own value from its TrainState (`replica_weight_decays`).
     """
-    sgd = optax.sgd(make_schedule(train, steps_per_epoch), momentum=float(train.momentum) or None,
-                    nesterov=bool(train.nesterov))
-    if not weight_decay:
-        return optax.chain(optax.identity(), sgd)  # same state structure as with the decay
-    return optax.chain(optax.add_decayed_weights(float(train.weight_decay)), sgd)
+    return OptimizerSpec.from_train(train, steps_per_epoch, weight_decay).build()
 
 
 def replica_weight_decays(train, noise_ratios) -> np.ndarray:

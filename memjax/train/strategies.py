@@ -8,9 +8,8 @@
   gradient measured ~9x slower than the 4 separate ones), so vmap loses there.
 - `loop`: the same compiled single-replica chunk, called once per replica. No
   grouped convolutions; one dispatch per replica per chunk of steps.
-- `auto`: times one chunk of each on the run's own model and batch, after
-  compilation, and keeps the faster (`measure_strategies`); the decision and the
-  timings are written to the run directory.
+- `auto`: a fixed rule of the backend and the device and replica counts
+  (`default_strategy`), written to the run directory; a resumed run keeps it.
 
 Every strategy computes each replica from its own state, labels and keys only,
 so a replica's result does not depend on the strategy beyond floating-point
@@ -22,7 +21,6 @@ stacked (leading axis R) by vmap and as a list of per-replica states by loop;
 from __future__ import annotations
 
 import functools
-import time
 from typing import Any, Callable
 
 import jax
@@ -156,27 +154,24 @@ class ShardStrategy(VmapStrategy):
 STRATEGIES = {'vmap': VmapStrategy, 'loop': LoopStrategy, 'shard': ShardStrategy}
 
 
-def measure_strategies(candidates: dict[str, Any], stacked: TrainState, chunk_args: tuple,
-                       num_steps: int) -> dict[str, float]:
-    """Seconds per chunk of `num_steps` steps for each strategy, compilation excluded.
+def default_strategy(backend: str, num_devices: int, num_replicas: int) -> tuple[str, str]:
+    """(strategy, reason) that `train.strategy='auto'` takes: a rule of the backend, the device count
+    and the replica count only, so the same command on the same machine always trains the same way
+    (a timing race would not: two runs could pick differently and differ in the last digits).
 
-    Runs each strategy on a copy of `stacked` (the results are discarded): one
-    call to compile and warm up, then one timed call.
+    - one replica: `loop` (nothing to lift);
+    - several devices: `shard` (replicas over devices);
+    - CPU: `loop` (XLA:CPU's grouped convolutions, which vmap produces, run 3-9x slower than separate
+      ones; BENCHMARKS.md);
+    - GPU and TPU: `vmap` (one program for all replicas).
     """
-    timings = {}
-    for name, strategy in candidates.items():
-        state = strategy.place(jax.tree_util.tree_map(jnp.copy, stacked))
-        out = strategy.train_chunk(state, *chunk_args, num_steps=num_steps)
-        jax.block_until_ready(out)
-        start = time.perf_counter()
-        out = strategy.train_chunk(out[0], *chunk_args, num_steps=num_steps)
-        jax.block_until_ready(out)
-        timings[name] = time.perf_counter() - start
-    return timings
-
-
-def fastest(timings: dict[str, float]) -> str:
-    return min(timings, key=timings.get)
+    if num_replicas == 1:
+        return 'loop', 'a single replica'
+    if num_devices > 1:
+        return 'shard', f'{num_devices} {backend} devices'
+    if backend == 'cpu':
+        return 'loop', 'XLA:CPU runs the grouped convolutions of vmap slowly'
+    return 'vmap', f'one program for all replicas on {backend}'
 
 
 def as_numpy(x) -> np.ndarray:

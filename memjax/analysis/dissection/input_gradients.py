@@ -71,14 +71,22 @@ def axis_label(name: str) -> str:
     mode = 'training' if d.train else 'evaluation'
     return f'G = sum |dL/dx| (x: {space}, {mode} mode)\n[{d.units}]'
 
+    def check_config(self, config) -> None:
+        if self.source == 'training' and not config.train.input_gradients:
+            raise ConfigError(MISSING_RECORD)
+
+
+MISSING_RECORD = ('analysis.input_gradients.source=training reads G from metrics.jsonl, which training records only '
+                  'with train.input_gradients=True; train with --config.train.input_gradients=True (in a new '
+                  '--workdir: it is part of the run), or use --config.analysis.input_gradients.source=checkpoints')
+
 
 def run(run: Run, s: Settings, context: Context) -> None:
     metrics = run.directory.read_metrics()
     recorded = bool(metrics) and all('input_gradient' in r for r in metrics)
     source = ('training' if recorded else 'checkpoints') if s.source == 'auto' else s.source
     if source == 'training' and not recorded:
-        raise ConfigError('analysis.input_gradients.source=training, but the run was trained without '
-                          'train.input_gradients=True; use source=checkpoints')
+        raise ConfigError(MISSING_RECORD)
     name = run_definition(run) if s.definition == 'run' or source == 'training' else s.definition
     if source == 'training' and s.definition not in ('run', name):
         raise ConfigError(f"analysis.input_gradients.definition={s.definition!r}, but the run recorded G as "

@@ -107,6 +107,16 @@ def window_rows(rows: list[dict], window: tuple) -> list[dict]:
                     **{k: float(np.mean([m[k] for m in members])) for k in MEASURES}})
     return out
 
+    def check_config(self, config) -> None:
+        if self.source == 'training' and not config.train.gradient_accounting:
+            raise ConfigError(missing_record(self.KEY))
+
+
+def missing_record(key: str) -> str:
+    return (f'analysis.{key}.source=training reads the gradient record (gradients.jsonl), which training writes '
+            'only with train.gradient_accounting=True; train with --config.train.gradient_accounting=True (in a new '
+            f'--workdir: it is part of the run), or use --config.analysis.{key}.source=checkpoints')
+
 
 def gradients_from_checkpoints(run: Run, s: Settings, context: Context) -> list[dict]:
     model, data = run.model, run.dataset
@@ -153,6 +163,8 @@ def run(run: Run, s: Settings, context: Context) -> None:
     units = chosen_units(run.model, s.granularity)
     log(f'gradients: clean vs noisy gradient per unit ({s.granularity}: {len(units)} units), from {source}')
     if source == 'training':
+        if not os.path.exists(record):
+            raise RunDirectoryError(missing_record(s.KEY))
         with open(record) as f:
             tensor_rows = [json.loads(line) for line in f if line.strip()]
         if tensor_rows and 'tensor' not in tensor_rows[0]:
