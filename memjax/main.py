@@ -48,12 +48,13 @@ def run(config, workdir: str, log=print, rerun=()) -> None:
     from memjax.analysis.runner import check_rerun, run_analyses
     from memjax.experiment import check
     from memjax.report.summary import write_summary
+    from memjax.train.faults import from_environment
     from memjax.train.loop import train
 
     settings = check(config, workdir)
     check_rerun(rerun, tuple(config.analyses))
-    directory = train(config, workdir, log, check_data=lambda facts: check_data(settings, facts))  # locks once
-    # the data has loaded and the analyses' data checks passed
+    directory = train(config, workdir, log, check_data=lambda facts: check_data(settings, facts),
+                      faults=from_environment())  # locks once the data has loaded and passed the data checks
     with directory.locked():
         log(write_summary(directory))
         diverged = directory.status().get('diverged') or []

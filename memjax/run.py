@@ -17,10 +17,12 @@ import ml_collections
 import numpy as np
 
 from memjax.checkpoint import Checkpoints, keep_epoch
+from memjax.config import RunSettings, run_settings
 from memjax.data.dataset import Dataset, load_dataset
 from memjax.data.facts import DataFacts, data_facts
 from memjax.data.replicas import Replica
 from memjax.errors import ConfigError, RunDirectoryError
+from memjax.engine.runner import ModelRunner, runner_for
 from memjax.models import StagedModel, build_model
 from memjax.rundir import RunDirectory, read_json
 
@@ -76,6 +78,11 @@ class Run:
     noise: dict
 
     @functools.cached_property
+    def settings(self) -> RunSettings:
+        """The run's training keys, typed (`memjax.config.run_settings`)."""
+        return run_settings(self.config)
+
+    @functools.cached_property
     def dataset(self) -> Dataset:
         data = load_dataset(self.config.data)
         if not np.array_equal(data.train_index, self.noise['train_index']):
@@ -89,6 +96,11 @@ class Run:
         m = self.config.model
         return build_model(m.name, self.dataset.num_classes, m.width, ANALYSIS_DTYPE, depth=m.get('depth'),
                            heads=m.get('heads'), patch=m.get('patch'))
+
+    @property
+    def runner(self) -> ModelRunner:
+        """The process's runner of the run's model (float32) with its normalisation (`memjax.engine.runner`)."""
+        return runner_for(self.model, self.dataset.mean, self.dataset.std)
 
     @property
     def analysis_dtype(self) -> str:

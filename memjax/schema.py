@@ -137,7 +137,8 @@ class Settings:
 
     Class attributes:
       KEY: the config node, e.g. 'train' or 'analysis.cka'.
-      SMOKE: {field: value} of the smoke variant (a run of seconds on a CPU), where the default is too big.
+      SMOKE: {field: value} of the smoke variant (a run of seconds on a CPU), where the config's value is too
+        big; a value may be a function (node, config) -> value of the config's current values.
     """
 
     KEY: ClassVar[str] = ''
@@ -178,6 +179,15 @@ class Settings:
         settings = cls(**values)
         settings.validate()
         return settings
+
+    @classmethod
+    def apply_smoke(cls, config: ConfigDict) -> None:
+        """Sets this group's node of `config` to its SMOKE values, in place."""
+        node = config
+        for part in cls.path().split('.'):
+            node = node[part]
+        for name, value in cls.SMOKE.items():
+            node[name] = value(node, config) if callable(value) else value
 
     def error(self, field: str, message: str) -> ConfigError:
         """A ConfigError starting with `<path>.field=value` followed by `message`."""

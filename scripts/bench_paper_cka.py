@@ -36,6 +36,7 @@ import jax
 import numpy as np
 
 from memjax.analysis.similarity.representations import CkaSettings, GramMaker, compare
+from memjax.engine.runner import runner_for
 from memjax.models import build_model
 
 IMAGE_SHAPE = (32, 32, 3)
@@ -62,7 +63,7 @@ def main() -> None:
     settings = CkaSettings(num_examples=args.examples, estimator=estimator, minibatch_size=args.minibatch,
                            forward_batch=args.forward_batch, granularity=args.granularity)
     settings.validate()
-    maker = GramMaker(model, np.full(3, 0.5), np.full(3, 0.25), settings)
+    maker = GramMaker(runner_for(model, np.full(3, 0.5), np.full(3, 0.25)), settings)
     need, text = maker.memory(args.held, IMAGE_SHAPE)
     print(f'{settings.describe()}, {len(maker.names)} units: {text}', flush=True)
     held, gram_seconds, gram_cpu_seconds = [], [], []

@@ -153,7 +153,7 @@ def test_ascent_increases_the_class_output_and_batch_equals_one_at_a_time():
     seeds = (5, 6, 7)
     kwargs = dict(iterations=15, learning_rate=0.05, latent_dim=LATENT)
     result = am.maximize_activations(g.classifier, g.variables, generator, g_vars, num_classes=3,
-                                     seeds=seeds, seed_chunk=2, replica_axis='vmap', **kwargs)
+                                     seeds=seeds, seed_chunk=2, lifting='vmap', **kwargs)
     assert result.z.shape == (2, 3, 3, LATENT) and result.images.shape == (2, 3, 3, *SHAPE)
     assert result.images.min() >= 0.0 and result.images.max() <= 1.0
     assert np.all(result.final > result.initial + 1e-6)
@@ -166,7 +166,7 @@ def test_ascent_increases_the_class_output_and_batch_equals_one_at_a_time():
     pixels = jax.jit(lambda v, z: am.generator_pixels(generator, v, z))(g_vars, jnp.asarray(result.z[r, j, s])[None])
     np.testing.assert_allclose(pixels[0], result.images[r, j, s], rtol=1e-5, atol=1e-6)
     mapped = am.maximize_activations(g.classifier, g.variables, generator, g_vars, num_classes=3, seeds=seeds,
-                                     replica_axis='map', **kwargs)               # lax.map, no chunks
+                                     lifting='map', **kwargs)               # lax.map, no chunks
     np.testing.assert_allclose(mapped.z, result.z, rtol=1e-4, atol=1e-5)
     with pytest.raises(ConfigError):
         am.maximize_activations(g.classifier, g.variables, generator, g_vars, num_classes=3, seeds=seeds,
@@ -178,7 +178,7 @@ def test_probability_objective_increases_the_probability():
     generator, g_vars = _tiny_generator()
     result = am.maximize_activations(g.classifier, g.variables, generator, g_vars, num_classes=3, seeds=(1,),
                                      iterations=10, learning_rate=0.5, objective='probability', latent_dim=LATENT,
-                                     replica_axis='map')
+                                     lifting='loop')
     assert np.all((result.initial > 0) & (result.initial < 1)) and np.all(result.final > result.initial)
 
 

@@ -12,7 +12,7 @@ from memjax.models import build_model
 from memjax.run import open_run
 from memjax.train.gradient_split import split_gradients, tensor_sums, unit_statistics
 from memjax.train.loop import train
-from memjax.train.step import cross_entropy
+from memjax.train.trainable import cross_entropy
 from train_test import assert_trees, final_variables
 
 quiet = lambda _: None

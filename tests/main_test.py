@@ -9,7 +9,8 @@ import pytest
 
 from helpers import tiny_config
 from memjax.run import open_run
-from memjax.train.loop import KILL_AFTER_EPOCH_ENV, train
+from memjax.train.faults import KILL_AFTER_EPOCH_ENV
+from memjax.train.loop import train
 from raw_files_test import write_mnist_like
 from train_test import assert_trees, final_variables, quiet
 

@@ -13,7 +13,8 @@ from memjax.analysis.geometry.manifolds import GRANULARITY, Settings, manifold_e
 from memjax.analysis.localization.layer_groups import chosen_units
 from memjax.analysis.runner import run_analyses
 from memjax.errors import ConfigError
-from memjax.experiment import NUM_CLASSES, check
+from memjax.config import DATASETS
+from memjax.experiment import check
 from memjax.models import model_from_config
 from memjax.report.p3_plots import last_k_label
 from memjax.run import open_run
@@ -107,7 +108,7 @@ def test_p5_configs_rewind_the_units_their_manifolds_are_measured_on(name):
     classifier group, and "last 2" the last two of them (for ResNet-18: head and layer4.1, not all of layer4)."""
     config = _config(name)
     settings = check(config)
-    model = model_from_config(config.model, NUM_CLASSES[config.data.name])
+    model = model_from_config(config.model, DATASETS[config.data.name][1])
     rewound = [u.name for u in chosen_units(model, settings['rewinding'].granularity)]
     measured = list(model.select_stages(settings['manifolds'].stages, 'analysis.manifolds.stages'))
     assert settings['rewinding'].granularity == GRANULARITY

@@ -9,19 +9,21 @@ import os
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 import pytest
 
 from helpers import tiny_config
 from memjax.analysis.runner import run_analyses
-from memjax.analysis.stage_training import StageTrainer
+from memjax.analysis.stage_training import train_unit
+from memjax.analysis.stitching import finetune as finetune_lib
 from memjax.analysis.stitching import stitch_trainer as stitch_trainer_lib
 from memjax.analysis.stitching.stitch_trainer import STEM_STAGES, group_ends, stitch_points
 from memjax.data.pipeline import normalize
+from memjax.engine.lifting import Lifting
 from memjax.errors import ConfigError
 from memjax.models import build_model
 from memjax.run import open_run
 from memjax.train.loop import train
+from memjax.train.state import OptimizerSpec
 
 quiet = lambda _: None
 RATIOS, SEEDS = (0.0, 0.25, 0.5), (0, 1)
@@ -106,16 +108,16 @@ def test_stitch_layer_training_batches_come_from_the_validation_split_only(run, 
     val_rows = {x.tobytes() for x in data.val_images}
     batches = []
     trainer_cls = stitch_trainer_lib.StitchTrainer
-    original_step, original_fit = trainer_cls._train_step, trainer_cls._fit_least_squares
+    original_step, original_fit = stitch_trainer_lib.Stitched.step, trainer_cls._fit_least_squares
 
-    def step(self, stitch, opt_state, base, head, images, labels):
-        batches.append(images)
-        return original_step(self, stitch, opt_state, base, head, images, labels)
+    def step(self, state, *, idx, images, **kwargs):
+        batches.append(np.asarray(images)[np.asarray(idx)])
+        return original_step(self, state, idx=idx, images=images, **kwargs)
 
     def fit(self, stacked, val_images):
         batches.append(val_images)
         return original_fit(self, stacked, val_images)
-    monkeypatch.setattr(trainer_cls, '_train_step', step)
+    monkeypatch.setattr(stitch_trainer_lib.Stitched, 'step', step)
     monkeypatch.setattr(trainer_cls, '_fit_least_squares', fit)
     from memjax.analysis.stitching.stitching import Settings
     jax.config.update('jax_disable_jit', True)  # concrete arrays reach the spy
@@ -123,8 +125,8 @@ def test_stitch_layer_training_batches_come_from_the_validation_split_only(run, 
         models = jax.tree_util.tree_map(jnp.asarray, run.checkpoints.load_epoch(run.final_epoch()))
         clean = jax.tree_util.tree_map(lambda x: x[0], models)
         heads = jax.tree_util.tree_map(lambda x: x[np.array([2])], models)
-        trainer = trainer_cls(run.model, data.mean, data.std, 1, Settings(epochs=1, batch_size=8), clean, heads,
-                              (True, False), 1)
+        trainer = trainer_cls(run.runner, 1, Settings(epochs=1, batch_size=8), clean, heads, (True, False), 1,
+                              Lifting('loop'))
         trainer.train(trainer.init(data.val_images), jnp.asarray(data.val_images), jnp.asarray(data.val_labels))
     finally:
         jax.config.update('jax_disable_jit', False)
@@ -167,12 +169,12 @@ def test_noisy_vs_clean_pairs_each_replica_with_the_clean_replica_of_its_seed(ru
 
 def test_finetune_on_noisy_true_uses_the_true_labels_of_each_replicas_d_n(run, monkeypatch):
     seen = []
-    original = StageTrainer.epoch
+    original = finetune_lib.train_unit
 
-    def spy(self, variables, opt_state, pool, labels, indices, epoch):
+    def spy(*args, labels, indices, **kwargs):
         seen.append((np.asarray(labels), [np.asarray(i) for i in indices]))
-        return original(self, variables, opt_state, pool, labels, indices, epoch)
-    monkeypatch.setattr(StageTrainer, 'epoch', spy)
+        return original(*args, labels=labels, indices=indices, **kwargs)
+    monkeypatch.setattr(finetune_lib, 'train_unit', spy)
     c = config(**{'analyses': ('finetune',)})
     c.analysis.finetune.epochs = 1
     c.analysis.finetune.batch_size = 8
@@ -198,19 +200,19 @@ def test_fine_tuning_on_a_set_smaller_than_one_batch_trains_on_the_mean_gradient
     labels = jnp.asarray(data.train_labels[None])
     subset = [np.arange(5)]
     results = []
+    unit = model.units('stage')[model.stage_index('fc2')]
+    sgd = OptimizerSpec('sgd', 0.5, momentum=0.0)
     for batch in (16, 5):  # 5 examples in a batch of 16 (partial), and exactly one full batch of 5
-        trainer = StageTrainer(model, data.mean, data.std, 'fc2', optax.sgd(0.5), batch, 'loop', 1)
-        variables, opt_state = trainer.prepare(stacked)
-        variables, _, losses = trainer.epoch(variables, opt_state, pool, labels, subset, 0)
+        variables = train_unit(run.runner, stacked, unit, sgd, batch_size=batch, pool=pool, labels=labels,
+                               indices=subset, epochs=1, seed=0, lifting='loop')
         results.append(variables['params']['fc2'])
-        assert np.all(np.isfinite(losses))
     changed = jax.tree_util.tree_leaves(jax.tree_util.tree_map(lambda a, b: not np.allclose(a, b),
                                                                results[0], stacked['params']['fc2']))
     assert all(changed)  # it trained
     jax.tree_util.tree_map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6), *results)
-    trainer = StageTrainer(model, data.mean, data.std, 'fc2', optax.sgd(0.5), 16, 'loop', 1)
     with pytest.raises(ConfigError, match='empty example set'):
-        trainer.epoch(*trainer.prepare(stacked), pool, labels, [np.arange(0)], 0)
+        train_unit(run.runner, stacked, unit, sgd, batch_size=16, pool=pool, labels=labels, indices=[np.arange(0)],
+                   epochs=1, seed=0, lifting='loop')
 
 
 def test_default_stitch_points_are_the_papers():

@@ -3,20 +3,23 @@
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 import pytest
 
 from helpers import tiny_config
 from memjax.analysis.localization.dropout_masks import evaluation_mask, memorization_mask
 from memjax.analysis.runner import run_analyses
-from memjax.analysis.stage_training import StageTrainer
+from memjax.analysis.localization import retraining as retraining_lib
+from memjax.analysis.stage_training import train_unit
+from memjax.engine.runner import runner_for
 from memjax.models import build_model
 from memjax.models.layers import DenseReLU
 from memjax.models.stages import StagedModel
 from memjax.models.units import Unit
 from memjax.run import open_run
 from memjax.train.gradient_split import split_gradients, tensor_sums, unit_statistics
-from memjax.train.loop import POISON_ENV, train
+from memjax.train.faults import Poison
+from memjax.train.loop import train
+from memjax.train.state import OptimizerSpec
 
 quiet = lambda _: None
 
@@ -78,20 +81,16 @@ def test_retraining_resets_the_stage_sees_clean_examples_only_and_freezes_the_re
     final, initial = one(final), one(initial)
     noisy = run.noise['noise_mask'][0]
     seen = {'start': None, 'indices': [], 'end': None}
-    prepare, epoch = StageTrainer.prepare, StageTrainer.epoch
+    original = retraining_lib.train_unit
 
-    def spy_prepare(self, stacked):
-        seen['start'] = one(stacked)
-        return prepare(self, stacked)
-
-    def spy_epoch(self, variables, opt_state, pool, labels, indices, e):
+    def spy(runner, variables, *args, indices, **kwargs):
+        seen['start'] = one(variables)
         seen['indices'] += [np.asarray(ix) for ix in indices]
-        out = epoch(self, variables, opt_state, pool, labels, indices, e)
-        seen['end'] = one(out[0])
+        out = original(runner, variables, *args, indices=indices, **kwargs)
+        seen['end'] = one(out)
         return out
 
-    monkeypatch.setattr(StageTrainer, 'prepare', spy_prepare)
-    monkeypatch.setattr(StageTrainer, 'epoch', spy_epoch)
+    monkeypatch.setattr(retraining_lib, 'train_unit', spy)
     config = tiny_config(**{'analyses': ('retraining',), 'noise.ratios': (0.5,)})
     config.analysis.retraining.update(epochs=2, peak_epoch=1.0, batch_size=8, units=(stage,), batchnorm=batchnorm)
     run_analyses(config, noisy_run, log=quiet)
@@ -162,10 +161,9 @@ def test_gradient_accounting_matches_numpy_on_a_tiny_model():
     assert both['cosine'] == pytest.approx(c @ n / np.linalg.norm(c) / np.linalg.norm(n), abs=1e-4)
 
 
-def test_a_replica_that_stopped_writes_no_gradient_rows(tmp_path, monkeypatch):
-    monkeypatch.setenv(POISON_ENV, '1:1')  # replica 1 diverges after epoch 1 and stops; replica 0 goes on
-    path = str(tmp_path / 'run')
-    train(tiny_config(**{'train.gradient_accounting': True}), path, log=quiet)
+def test_a_replica_that_stopped_writes_no_gradient_rows(tmp_path):
+    path = str(tmp_path / 'run')  # replica 1 diverges after epoch 1 and stops; replica 0 goes on
+    train(tiny_config(**{'train.gradient_accounting': True}), path, log=quiet, faults=[Poison(1, 1)])
     rows = open_run(path).directory.read_metrics('gradients.jsonl')
     epochs = {r: sorted({row['epoch'] for row in rows if row['replica'] == r}) for r in (0, 1)}
     assert epochs == {0: [1, 2, 3], 1: [1]}
@@ -178,11 +176,12 @@ def test_retraining_one_conv_inside_a_residual_block_leaves_its_neighbour_bit_id
     unit = {u.name: u for u in model.units('p3_groups')}['layer3.conv_bn1']
     variables = model.init(jax.random.PRNGKey(0), (16, 16, 3))
     stacked = jax.tree_util.tree_map(lambda x: x[None], variables)
-    trainer = StageTrainer(model, np.zeros(3), np.ones(3), unit, optax.sgd(0.1), 8, 'loop', 1, batchnorm=batchnorm)
-    start, opt = trainer.prepare(stacked)
+    start = stacked
     pool = jnp.asarray(np.random.default_rng(0).integers(0, 255, (32, 16, 16, 3)), jnp.uint8)
     labels = jnp.asarray(np.random.default_rng(1).integers(0, 3, (1, 32)), jnp.int32)
-    end, _, _ = trainer.epoch(start, opt, pool, labels, [np.arange(32)], 1)
+    end = train_unit(runner_for(model, np.zeros(3), np.ones(3)), stacked, unit, OptimizerSpec('sgd', 0.1, momentum=0.0),
+                     batch_size=8, pool=pool, labels=labels, indices=[np.arange(32)], epochs=1, seed=0, lifting='loop',
+                     batchnorm=batchnorm)
     layer3 = lambda tree, name: tree['layer3'][name]
     assert not _equal(layer3(end['params'], 'conv_bn1'), layer3(start['params'], 'conv_bn1'))
     assert _equal(layer3(end['params'], 'conv_bn2'), layer3(start['params'], 'conv_bn2'))

@@ -13,7 +13,8 @@ from memjax.analysis.dissection import dissimilarity
 from memjax.analysis.runner import run_analyses
 from memjax.errors import ConfigError
 from memjax.experiment import check
-from memjax.train.loop import POISON_ENV, train
+from memjax.train.faults import Poison
+from memjax.train.loop import train
 from train_test import quiet
 
 
@@ -130,9 +131,7 @@ def bad_runs(tmp_path_factory):
     root = tmp_path_factory.mktemp('bad')
     with pytest.raises(KeyboardInterrupt):
         train(tiny_config(**{'train.epochs': 3}), str(root / 'unfinished'), log=_interrupt_after_epoch_1)
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv(POISON_ENV, '1:1')
-        train(tiny_config(**{'train.epochs': 1}), str(root / 'diverged'), log=quiet)
+    train(tiny_config(**{'train.epochs': 1}), str(root / 'diverged'), log=quiet, faults=[Poison(1, 1)])
     train(tiny_config(**{'train.epochs': 1, 'data.num_classes': 3}), str(root / 'classes'), log=quiet)
     return root
 

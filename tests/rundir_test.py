@@ -6,7 +6,6 @@ import json
 import os
 import shutil
 
-import numpy as np
 import pytest
 
 from helpers import tiny_config
@@ -17,7 +16,8 @@ from memjax.errors import ConfigError, RunDirectoryError
 from memjax.experiment import check
 from memjax.report import p3_plots
 from memjax.rundir import RunDirectory
-from memjax.train.loop import KILL_AFTER_EPOCH_ENV, POISON_ENV, train
+from memjax.train.faults import KILL_AFTER_EPOCH_ENV, Poison
+from memjax.train.loop import train
 from train_test import assert_trees, final_variables, quiet, replica_tree
 
 
@@ -35,9 +35,8 @@ def keys(rows):
 def test_a_diverged_replica_stops_alone_and_analyses_refuse(tmp_path, monkeypatch):
     config = tiny_config(**{'noise.ratios': (0.0, 0.25, 0.5), 'train.epochs': 3})
     train(config, str(tmp_path / 'straight'), log=quiet)
-    monkeypatch.setenv(POISON_ENV, '1:2')
     lines = []
-    train(config, str(tmp_path / 'poisoned'), log=lines.append)
+    train(config, str(tmp_path / 'poisoned'), log=lines.append, faults=[Poison(1, 2)])
     status = RunDirectory(str(tmp_path / 'poisoned')).status()
     assert status['diverged'] == ['r=0.25,seed=0'] and status['diverged_epoch'] == [-1, 2, -1]
     assert any('r=0.25,seed=0 diverged at epoch 2' in line for line in lines)

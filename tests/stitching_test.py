@@ -11,14 +11,16 @@ from helpers import tiny_config
 from memjax.analysis.stitching.critical_depths import critical_depths
 from memjax.analysis.runner import run_analyses
 from memjax.experiment import check
-from memjax.analysis.stage_training import StageTrainer
+from memjax.analysis.stage_training import train_unit
 from memjax.analysis.stitching.stitch_layer import least_squares_params, normal_equations
 from memjax.analysis.stitching.stitch_trainer import StitchTrainer, stitch_points
 from memjax.analysis.stitching.stitching import Settings as StitchSettings
 from memjax.data.pipeline import normalize
+from memjax.engine.lifting import Lifting
 from memjax.errors import ConfigError
 from memjax.run import open_run
 from memjax.train.loop import train
+from memjax.train.state import OptimizerSpec
 
 quiet = lambda _: None
 
@@ -42,15 +44,15 @@ def copy(tree):
     return jax.tree_util.tree_map(lambda x: np.array(x), tree)
 
 
-@pytest.mark.parametrize('strategy', ['loop', 'vmap'])
+@pytest.mark.parametrize('strategy', ['loop', 'vmap', 'map'])
 def test_identity_stitch_of_a_model_with_itself_reproduces_its_logits(run, strategy):
     models, data = final_models(run), run.dataset
     model = run.model
     images = jnp.asarray(data.test_images)
     reference = model.logits(take(models, 1), normalize(images, data.mean, data.std))
     for point in stitch_points(model, ()):
-        trainer = StitchTrainer(model, data.mean, data.std, point, StitchSettings(init='identity', strategy=strategy),
-                                take(models, 1), take(models, np.array([1, 1])), (True, False), 2)
+        trainer = StitchTrainer(run.runner, point, StitchSettings(init='identity'), take(models, 1),
+                                take(models, np.array([1, 1])), (True, False), 2, Lifting(strategy))
         logits = trainer.logits(trainer.init(data.val_images), images)
         # Equal up to the rounding of two differently fused XLA programs (S = identity is x @ I + 0).
         for k in range(2):
@@ -72,8 +74,8 @@ def test_least_squares_recovers_a_known_linear_map():
 
 def test_least_squares_stitch_of_a_model_with_itself_is_nearly_exact(run):
     models, data = final_models(run), run.dataset
-    trainer = StitchTrainer(run.model, data.mean, data.std, 2, StitchSettings(init='least_squares'),
-                            take(models, 0), take(models, np.array([0])), (True, False), 1)
+    trainer = StitchTrainer(run.runner, 2, StitchSettings(init='least_squares'), take(models, 0),
+                            take(models, np.array([0])), (True, False), 1, Lifting('loop'))
     stitch = trainer.init(data.val_images)
     np.testing.assert_allclose(stitch['params']['map']['kernel'][0], np.eye(8), atol=2e-3)
     predictions = trainer.predict(stitch, jnp.asarray(data.test_images))
@@ -84,17 +86,17 @@ def test_least_squares_stitch_of_a_model_with_itself_is_nearly_exact(run):
 @pytest.mark.parametrize('strategy', ['loop', 'vmap'])
 def test_training_s_leaves_base_and_head_bit_identical_and_batched_equals_alone(run, strategy):
     models, data = final_models(run), run.dataset
-    settings = StitchSettings(epochs=2, batch_size=8, strategy=strategy)
+    settings = StitchSettings(epochs=2, batch_size=8)
     base, heads = take(models, 0), take(models, np.array([1, 2]))
     base_before, heads_before = copy(base), copy(heads)
     val = (jnp.asarray(data.val_images), jnp.asarray(data.val_labels))
-    group = StitchTrainer(run.model, data.mean, data.std, 3, settings, base, heads, (True, False), 2)
+    group = StitchTrainer(run.runner, 3, settings, base, heads, (True, False), 2, Lifting(strategy))
     trained, losses = group.train(group.init(data.val_images), *val)
     jax.tree_util.tree_map(np.testing.assert_array_equal, copy(base), base_before)
     jax.tree_util.tree_map(np.testing.assert_array_equal, copy(heads), heads_before)
     assert losses[-1].shape == (2,)
-    alone = StitchTrainer(run.model, data.mean, data.std, 3, StitchSettings(epochs=2, batch_size=8),
-                          base, take(models, np.array([2])), (True, False), 1)
+    alone = StitchTrainer(run.runner, 3, StitchSettings(epochs=2, batch_size=8), base, take(models, np.array([2])),
+                          (True, False), 1, Lifting('loop'))
     alone_trained, _ = alone.train(alone.init(data.val_images), *val)
     grouped = take(trained, 1)
     single = take(alone_trained, 0)
@@ -126,11 +128,12 @@ def test_fine_tuning_one_stage_leaves_every_other_stage_bit_identical(run):
     before = copy(stacked)
     pool = jnp.asarray(np.concatenate([data.train_images, data.val_images]))
     labels = jnp.asarray(np.broadcast_to(np.concatenate([data.train_labels, data.val_labels]), (2, pool.shape[0])))
-    import optax
-    trainer = StageTrainer(model, data.mean, data.std, 'conv2', optax.sgd(0.05), 8, 'loop', 2)
-    variables, opt_state = trainer.prepare(stacked)
+    unit = model.units('stage')[model.stage_index('conv2')]
     sets = [np.arange(64, 80), np.arange(0, 40)]  # different sizes: masked steps
-    variables, opt_state, losses = trainer.epoch(variables, opt_state, pool, labels, sets, 0)
+    losses = []
+    variables = train_unit(run.runner, stacked, unit, OptimizerSpec('sgd', 0.05, momentum=0.0), batch_size=8,
+                           pool=pool, labels=labels, indices=sets, epochs=1, seed=0, lifting='loop',
+                           after_epoch=lambda epoch, v: losses.append(epoch))
     after = copy(variables)
     for stage in model.stage_names:
         same = stage != 'conv2'
@@ -140,7 +143,7 @@ def test_fine_tuning_one_stage_leaves_every_other_stage_bit_identical(run):
             leaves = zip(jax.tree_util.tree_leaves(before[kind][stage]), jax.tree_util.tree_leaves(after[kind][stage]))
             equal = all(np.array_equal(a, b) for a, b in leaves)
             assert equal == same, (stage, kind)
-    assert np.all(np.isfinite(losses))
+    assert losses == [1] and all(np.all(np.isfinite(x)) for x in jax.tree_util.tree_leaves(after))
 
 
 def test_stitching_and_finetune_analyses_write_their_results(run):

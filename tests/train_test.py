@@ -159,9 +159,9 @@ def test_workdir_of_another_config_is_refused_and_untouched(tmp_path):
 
 
 def test_auto_strategy_is_a_rule_of_the_machine_and_recorded(tmp_path):
-    from memjax.train.strategies import default_strategy
-    assert default_strategy('cpu', 1, 3)[0] == 'loop' and default_strategy('gpu', 1, 3)[0] == 'vmap'
-    assert default_strategy('tpu', 8, 16)[0] == 'shard' and default_strategy('gpu', 1, 1)[0] == 'loop'
+    from memjax.engine.lifting import choose
+    assert choose('auto', 3)[0].kind == 'loop' and choose('auto', 1)[0].kind == 'loop'  # this CPU
+    assert choose('vmap', 3)[0].kind == 'vmap' and choose('shard', 3)[0].devices == 1
     workdir = str(tmp_path / 'run')
     train(tiny_config(**{'train.strategy': 'auto', 'train.epochs': 1}), workdir, log=quiet)
     record = json.load(open(os.path.join(workdir, 'strategy.json')))

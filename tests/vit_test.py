@@ -10,8 +10,9 @@ from scipy.special import erf
 from memjax.data.pipeline import dropout_key, normalize
 from memjax.models import build_model
 from memjax.models.vit import LocalitySelfAttention, attention_weights, patchify, shifted_copies, vit_small
-from memjax.train.state import init_state
-from memjax.train.step import make_train_chunk
+from memjax.engine.runner import runner_for
+from memjax.train.state import OptimizerSpec
+from memjax.train.trainable import ClassifierTrainable
 
 TINY = {'width': 16, 'depth': 2, 'heads': 2}
 
@@ -182,14 +183,14 @@ def test_dropout_only_in_training_with_a_key_and_deterministic_for_a_key():
 
 def test_the_training_step_draws_dropout_from_data_key_epoch_and_step():
     model = tiny(num_classes=3)
-    tx = optax.sgd(0.1)
-    state = init_state(model, tx, jax.random.PRNGKey(0), (8, 8, 3))
+    trainable = ClassifierTrainable(runner_for(model, np.zeros(3), np.ones(3)),
+                                    OptimizerSpec('sgd', 0.1, momentum=0.0))
+    state = trainable.init(model.init(jax.random.PRNGKey(0), (8, 8, 3)))
     images = jax.random.randint(jax.random.PRNGKey(1), (8, 8, 8, 3), 0, 256).astype(jnp.uint8)
     labels = jnp.arange(8, dtype=jnp.int32) % 3
-    chunk = jax.jit(make_train_chunk(model, tx, batch_size=4, augment=False, mean=np.zeros(3), std=np.ones(3)),
-                    static_argnames='num_steps')
-    run = lambda key, epoch, step: chunk(state, images, labels, jnp.zeros(8, bool), jnp.arange(8, dtype=jnp.int32),
-                                         jnp.int32(epoch), jnp.int32(step), key, jnp.bool_(True), num_steps=1)
+    step = jax.jit(lambda key, epoch, s: trainable.step(state, idx=jnp.arange(4), weights=jnp.ones(4), epoch=epoch,
+                                                         step=s, pool=images, labels=labels, data_key=key))
+    run = lambda key, epoch, s: step(key, jnp.int32(epoch), jnp.int32(s))
     key = jax.random.PRNGKey(5)
     (s1, l1), (s2, l2) = run(key, 0, 0), run(key, 0, 0)
     assert float(l1) == float(l2)

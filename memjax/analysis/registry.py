@@ -1,15 +1,11 @@
-"""Finds the analyses by name and builds (and checks) their settings.
+"""The analyses by name: an explicit table, each module imported when first needed.
 
-Every module of the analysis subpackages that defines `NAME`, `Settings` and
-`run` is an analysis (see `memjax.analysis.settings`). Optional module
-attributes:
-
-- `SETTINGS_KEY`: the config node its Settings are read from, when analyses
-  share one (convergence and noisy_vs_clean read `analysis.cka`); default NAME.
-- `USES`: other settings keys it reads from `context.shared` (cka_matrix uses 'cka').
-
-Adding an analysis is adding one such module; its config node, its checks
-before training and its README table follow from its Settings.
+An analysis is one module (see `memjax.analysis.settings`) defining `NAME`,
+`Settings` (its keys, `config.analysis.<Settings.KEY>`, several analyses may
+share one) and `run`, and optionally `USES`: other settings keys it reads from
+`context.shared` (cka_matrix uses 'cka'). Adding one is adding its module,
+one line in `ANALYSES` and its test; its config node, its checks before
+training, its smoke values and its README table follow from its Settings.
 """
 
 from __future__ import annotations
@@ -17,59 +13,68 @@ from __future__ import annotations
 import dataclasses
 import functools
 import importlib
-import pkgutil
 import types
-import typing
 from typing import Any
 
 from ml_collections import ConfigDict
-from ml_collections.config_dict import placeholder
 
 from memjax.errors import ConfigError
 
-# The subpackages, one per method family (the papers' structure).
-PACKAGES = ('similarity', 'stitching', 'localization', 'dissection', 'geometry')
+# name -> module, in the papers' order (P1/P2 similarity and stitching, P3, P4, P5).
+ANALYSES = {
+    'convergence': 'memjax.analysis.similarity.convergence',
+    'noisy_vs_clean': 'memjax.analysis.similarity.noisy_vs_clean',
+    'cka_matrix': 'memjax.analysis.similarity.cka_matrix',
+    'stitching': 'memjax.analysis.stitching.stitching',
+    'finetune': 'memjax.analysis.stitching.finetune',
+    'gradients': 'memjax.analysis.localization.gradients',
+    'rewinding': 'memjax.analysis.localization.rewinding',
+    'retraining': 'memjax.analysis.localization.retraining',
+    'neurons': 'memjax.analysis.localization.neurons',
+    'example_tied': 'memjax.analysis.localization.example_tied',
+    'input_gradients': 'memjax.analysis.dissection.input_gradients',
+    'dissimilarity': 'memjax.analysis.dissection.dissimilarity',
+    'manifolds': 'memjax.analysis.geometry.manifolds',
+}
 
 
 @dataclasses.dataclass(frozen=True)
 class Analysis:
-    """One registered analysis: its name, module, settings class and where they live."""
+    """One registered analysis: its name and module, its settings class and the keys it reads."""
 
     name: str
     module: types.ModuleType
-    settings_key: str
-    uses: tuple[str, ...]
 
     @property
     def settings(self) -> type:
         return self.module.Settings
 
     @property
-    def package(self) -> str:
-        return self.module.__name__.split('.')[-2]
+    def settings_key(self) -> str:
+        return self.module.Settings.KEY
+
+    @property
+    def uses(self) -> tuple[str, ...]:
+        return tuple(getattr(self.module, 'USES', ()))
 
 
 @functools.cache
+def analysis(name: str) -> Analysis:
+    """The analysis `name` (its module imported now); one error line for an unknown name."""
+    if name not in ANALYSES:
+        raise ConfigError(f"unknown analysis {name!r} in config.analyses; available: {', '.join(ANALYSES)}")
+    module = importlib.import_module(ANALYSES[name])
+    assert module.NAME == name, f'{ANALYSES[name]} defines NAME={module.NAME!r}, not {name!r}'
+    return Analysis(name, module)
+
+
 def analyses() -> dict[str, Analysis]:
-    """name -> Analysis for every analysis module, in package order."""
-    found: dict[str, Analysis] = {}
-    for package_name in PACKAGES:
-        try:
-            package = importlib.import_module(f'memjax.analysis.{package_name}')
-        except ModuleNotFoundError:
-            continue
-        for info in sorted(pkgutil.iter_modules(package.__path__), key=lambda m: m.name):
-            module = importlib.import_module(f'{package.__name__}.{info.name}')
-            if not all(hasattr(module, attr) for attr in ('NAME', 'Settings', 'run')):
-                continue
-            key = getattr(module, 'SETTINGS_KEY', module.NAME)
-            module.Settings.KEY = key
-            found[module.NAME] = Analysis(module.NAME, module, key, tuple(getattr(module, 'USES', ())))
-    return found
+    """name -> Analysis for every analysis (imports them all)."""
+    return {name: analysis(name) for name in ANALYSES}
 
 
 def analysis_names() -> tuple[str, ...]:
-    return tuple(analyses())
+    return tuple(ANALYSES)
 
 
 def settings_classes() -> dict[str, type]:
@@ -80,28 +85,14 @@ def settings_classes() -> dict[str, type]:
     return classes
 
 
-def _config_value(cls: type, field: dataclasses.Field) -> Any:
-    """A default as a ConfigDict value: None becomes a typed placeholder so overrides are type-checked."""
-    if field.default is not None:
-        return field.default
-    hint = typing.get_type_hints(cls)[field.name]
-    types_ = [t for t in typing.get_args(hint) if t is not type(None)] or [hint]
-    return placeholder(types_[0])
-
-
 def analysis_config() -> ConfigDict:
     """The `config.analysis` node: one sub-node per settings key, defaults from the dataclasses."""
-    node = ConfigDict()
-    for key, cls in settings_classes().items():
-        node[key] = ConfigDict({f.name: _config_value(cls, f) for f in dataclasses.fields(cls)})
-    return node
+    return ConfigDict({key: cls.config_node() for key, cls in settings_classes().items()})
 
 
 def check_names(names) -> None:
     for name in names:
-        if name not in analyses():
-            raise ConfigError(f"unknown analysis {name!r} in config.analyses; available: "
-                              f"{', '.join(analysis_names())}")
+        analysis(name)
 
 
 def build_settings(config, model=None) -> dict[str, Any]:
@@ -116,17 +107,17 @@ def build_settings(config, model=None) -> dict[str, Any]:
     check_names(listed)
     keys: list[str] = []
     for name in listed:
-        analysis = analyses()[name]
-        for key in (analysis.settings_key, *analysis.uses):
+        found = analysis(name)
+        for key in (found.settings_key, *found.uses):
             if key not in keys:
                 keys.append(key)
     classes = settings_classes()
     built = {}
     for key in keys:
         settings = classes[key].from_config(config.analysis.get(key) or {}, key)
-        settings.check_config(config)
         if model is not None:
             settings.check_model(model)
+        settings.check_config(config)
         built[key] = settings
     return built
 
@@ -139,18 +130,9 @@ def check_data(settings: dict, facts) -> None:
 
 def markdown_tables() -> str:
     """The README's analysis key tables, generated from the Settings dataclasses."""
-    lines = []
     users: dict[str, list[str]] = {}
-    for analysis in analyses().values():
-        users.setdefault(analysis.settings_key, []).append(analysis.name)
-        for key in analysis.uses:
-            users.setdefault(key, []).append(analysis.name)
-    for key, cls in settings_classes().items():
-        lines += [f'#### `analysis.{key}` ({", ".join(users[key])})', '', '| key | default | meaning |',
-                  '|---|---|---|']
-        for field in dataclasses.fields(cls):
-            choices = field.metadata.get('choices') or ()
-            meaning = field.metadata.get('help', '') + (f" ({' / '.join(map(str, choices))})" if choices else '')
-            lines.append(f'| `{field.name}` | `{field.default!r}` | {meaning} |')
-        lines.append('')
-    return '\n'.join(lines)
+    for found in analyses().values():
+        for key in (found.settings_key, *found.uses):
+            users.setdefault(key, []).append(found.name)
+    return '\n'.join(cls.markdown_table(f'#### `analysis.{key}` ({", ".join(users[key])})')
+                     for key, cls in settings_classes().items())

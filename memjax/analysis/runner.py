@@ -20,7 +20,7 @@ import shutil
 import time
 from typing import Callable
 
-from memjax.analysis.registry import analyses, build_settings, check_data
+from memjax.analysis.registry import analysis, build_settings, check_data
 from memjax.analysis.settings import Context
 from memjax.run import open_run
 from memjax.errors import ConfigError
@@ -32,8 +32,8 @@ COMPLETE = 'complete.json'
 def analysis_record(run, name: str, settings: dict) -> dict:
     """What an analysis's results depend on besides the trained run: the settings of every key it reads
     and the epochs the run kept (JSON-normalised, so a stored record compares equal)."""
-    analysis = analyses()[name]
-    keys = (analysis.settings_key, *analysis.uses)
+    found = analysis(name)
+    keys = (found.settings_key, *found.uses)
     record = {'settings': {key: dataclasses.asdict(settings[key]) for key in keys},
               'epochs': run.epochs(), 'analysis_dtype': run.analysis_dtype}
     return json.loads(json.dumps(record))
@@ -109,11 +109,11 @@ def run_analyses(config, workdir: str, log: Callable[[str], None] = print, setti
     for value in settings.values():  # before any analysis works
         value.check_workdir(workdir, config)
     check_data(settings, run.data_facts())
-    context = Context(listed=tuple(config.analyses), shared=settings, log=log)
+    context = Context(listed=tuple(config.analyses), shared=settings, log=log, strategy=config.train.strategy)
     scratch = os.path.join(run.directory.path, 'results', '.partial')
     skipped = []
     for name in config.analyses:
-        analysis = analyses()[name]
+        found = analysis(name)
         record = analysis_record(run, name, settings)
         reason = 'forced by --rerun' if name in forced else why_redo(run.directory.path, name, record)
         if reason is None:
@@ -127,7 +127,7 @@ def run_analyses(config, workdir: str, log: Callable[[str], None] = print, setti
             os.makedirs(folder)
         context.output, context.figures = output, figures
         started = time.time()
-        analysis.module.run(run, settings[analysis.settings_key], context)
+        found.module.run(run, settings[found.settings_key], context)
         _commit(run, name, output, figures, started, record)
     if skipped:
         log(f"skipped (done with these settings; --rerun=NAME or --rerun=all redoes): {', '.join(skipped)}")

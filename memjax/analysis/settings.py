@@ -19,8 +19,13 @@ import sys
 from typing import Callable
 
 from memjax.data.facts import DataFacts
+from memjax.engine.lifting import Lifting, choose
 from memjax.errors import ConfigError
-from memjax.schema import AT_LEAST_1, FRACTION, NON_NEGATIVE, POSITIVE, SEED, Range, Settings, setting  # noqa: F401
+from memjax.schema import AT_LEAST_1, AT_LEAST_2, FRACTION, NON_NEGATIVE, POSITIVE, SEED, Range, Settings, setting
+
+# What an analysis module imports from here: its base class, the context, and the schema's field and ranges.
+__all__ = ['AnalysisSettings', 'Context', 'setting', 'Range', 'AT_LEAST_1', 'AT_LEAST_2', 'FRACTION',
+           'NON_NEGATIVE', 'POSITIVE', 'SEED']
 
 
 class AnalysisSettings(Settings):
@@ -72,6 +77,7 @@ class Context:
       listed: the analyses of this invocation, in order (an analysis may share
         a computation with another one listed, see `cache`).
       shared: validated settings of every analysis key, by key (e.g. 'cka').
+      strategy: `train.strategy` of this invocation: how analyses lift their models (`lifting`).
       cache: computations shared between analyses of one invocation.
       log: where progress lines go.
       output: the folder the analysis writes its results into (renamed to
@@ -81,10 +87,16 @@ class Context:
 
     listed: tuple = ()
     shared: dict = dataclasses.field(default_factory=dict)
+    strategy: str = 'auto'
     cache: dict = dataclasses.field(default_factory=dict)
     log: Callable[[str], None] = print
     output: str = ''
     figures: str = ''
+
+    def lifting(self, size: int) -> Lifting:
+        """How `size` models (replicas, stitches, units) are lifted: `train.strategy` resolved on this
+        machine (`memjax.engine.lifting.choose`)."""
+        return choose(self.strategy, size)[0]
 
     def progress(self, total: int, description: str):
         """A progress bar with an ETA on stderr (hidden when stderr is not a terminal)."""

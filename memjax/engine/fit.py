@@ -52,7 +52,8 @@ class Batches:
 
 
 class Hook(Protocol):
-    """Runs after each epoch of `fit`; may change the state (and `Fit.running`)."""
+    """Runs after each epoch of `fit` (and, if it has one, its `before_epoch(fit, epoch)` before each);
+    may change the state and `Fit.running`."""
 
     def after_epoch(self, fit: 'Fit', epoch: int, state: Any, losses: np.ndarray) -> Any:
         ...
@@ -69,6 +70,7 @@ class Chunk:
     batch_size: int
 
     def __call__(self, state, order, weights, steps, first_step, epoch, active, own, common, *, num_steps: int):
+        """-> (state, the summed loss of the steps run: a scalar, or the trainable's loss array)."""
         b = self.batch_size
 
         def one(state, i):
@@ -82,7 +84,7 @@ class Chunk:
         if num_steps == 1:
             return one(state, 0)
         state, losses = jax.lax.scan(one, state, jnp.arange(num_steps))
-        return state, losses.sum()
+        return state, losses.sum(axis=0)
 
 
 @dataclasses.dataclass
@@ -98,6 +100,12 @@ class Fit:
     lifting: Lifting
 
 
+def _before(hooks, run, epoch) -> None:
+    for hook in hooks:
+        if hasattr(hook, 'before_epoch'):
+            hook.before_epoch(run, epoch)
+
+
 def fit(trainable, state, *, epochs: Iterable[int], batches: Callable[[int], Batches], own: dict, common: dict,
         lifting: Lifting | str, batch_size: int, chunk_steps: int = 1, hooks: Sequence[Hook] = (),
         running: np.ndarray | None = None, progress: Callable | None = None) -> Any:
@@ -110,7 +118,8 @@ def fit(trainable, state, *, epochs: Iterable[int], batches: Callable[[int], Bat
       own: the trainable's data per model (leading axis R); common: its data shared by all models.
       chunk_steps: steps per compiled call.
       hooks: called after every epoch, in order (`Hook.after_epoch`).
-      running: bool [R] (default all): the models to train; fit ends early when none is left.
+      running: bool [R] (default all): the models to train, shared with the hooks (they may clear an
+        entry); fit ends early when none is left.
       progress: optional `progress(total_steps, description)` context manager with `update(n)`.
     Returns:
       The state, in the lifting's layout (`memjax.engine.lifting.stacked` gives arrays [R, ...]).
@@ -118,16 +127,17 @@ def fit(trainable, state, *, epochs: Iterable[int], batches: Callable[[int], Bat
     lifting = Lifting(lifting) if isinstance(lifting, str) else lifting
     state = lifting.place(state)
     size = count(state)
-    run = Fit(np.ones(size, bool) if running is None else np.asarray(running, bool).copy(), lifting)
-    own = {name: lifting.place(value) for name, value in own.items()}
+    run = Fit(np.ones(size, bool) if running is None else running, lifting)
+    own = lifting.place(own) if own else {}  # one tree per model (a Replicas tuple of dicts under loop)
     for epoch in epochs:
         if not run.running.any():
             break
+        _before(hooks, run, epoch)
         plan = batches(epoch)
-        per_model = ('state', 'steps', 'active', 'own') + (() if plan.shared else ('order',)) \
+        per_model = ('state', 'steps', 'active') + (('own',) if own else ()) + (() if plan.shared else ('order',)) \
             + (('weights',) if plan.weights is not None and np.ndim(plan.weights) == 2 else ())
         program = lift(Chunk(trainable, batch_size), per_model, lifting, static=('num_steps',), carry='state')
-        losses = np.zeros(size)
+        losses = 0.0
         total = plan.max_steps
         epoch_args = dict(order=plan.order if plan.shared else lifting.place(plan.order),
                           weights=plan.weights if 'weights' not in per_model else lifting.place(plan.weights),
@@ -143,7 +153,7 @@ def fit(trainable, state, *, epochs: Iterable[int], batches: Callable[[int], Bat
                 bar.update(n)
         if bar is not None:
             bar.close()
-        losses = losses / np.maximum(np.asarray(plan.steps), 1)
+        losses = np.asarray(losses) / np.maximum(np.asarray(plan.steps), 1).reshape((-1,) + (1,) * (np.ndim(losses) - 1))
         for hook in hooks:
             state = hook.after_epoch(run, epoch, state, losses)
     return state

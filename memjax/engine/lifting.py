@@ -76,6 +76,14 @@ def stacked(tree: Any) -> Any:
     return tree
 
 
+def per_replica(values: Any, fn) -> Any:
+    """fn applied to per-replica values in either layout: to each replica of a `Replicas` tuple, or once to
+    the stacked tree (fn must then act on the leading axis alike, e.g. picking a field)."""
+    if isinstance(values, Replicas):
+        return Replicas(fn(v) for v in values)
+    return fn(values)
+
+
 def count(tree: Any) -> int:
     """R, the number of replicas of per-replica values in any layout."""
     if isinstance(tree, Replicas):
@@ -196,6 +204,32 @@ def _transpose(outputs: list) -> Any:
     if isinstance(outputs[0], tuple):
         return tuple(Replicas(out[k] for out in outputs) for k in range(len(outputs[0])))
     return Replicas(outputs)
+
+
+def choose(requested: str, num_replicas: int) -> tuple[Lifting, str]:
+    """(the Lifting `requested` names on this machine, why): a rule of the backend and the device and
+    replica counts only, so the same command on the same machine always computes the same way.
+
+    'auto': one replica -> loop (nothing to lift); several devices -> shard; CPU -> loop (XLA:CPU runs
+    the grouped convolutions of vmap 3-9x slower than separate ones, BENCHMARKS.md); GPU and TPU -> vmap
+    (one program). 'shard' spans the largest number of devices that divides the replica count.
+    """
+    backend, devices = jax.default_backend(), jax.device_count()
+    if requested == 'auto':
+        if num_replicas == 1:
+            requested, reason = 'loop', 'a single replica'
+        elif devices > 1:
+            requested, reason = 'shard', f'{devices} {backend} devices'
+        elif backend == 'cpu':
+            requested, reason = 'loop', 'XLA:CPU runs the grouped convolutions of vmap slowly'
+        else:
+            requested, reason = 'vmap', f'one program for all replicas on {backend}'
+    else:
+        reason = 'requested'
+    if requested == 'shard':
+        used = max(d for d in range(1, devices + 1) if num_replicas % d == 0)
+        return Lifting('shard', used), f'{reason}; {num_replicas} replicas over {used} of {devices} devices'
+    return Lifting(requested), reason
 
 
 _PROGRAMS: collections.OrderedDict = collections.OrderedDict()

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from typing import Any, Sequence
+from typing import Callable, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -80,6 +80,12 @@ class ModelRunner:
         mean, std = jnp.asarray(self.mean, jnp.float32), jnp.asarray(self.std, jnp.float32)
         x = ((pixels.astype(jnp.float32) - mean) / std).astype(self.model.dtype)
         return self.model.apply(variables, x, train=False).output.astype(jnp.float32)
+
+    @functools.lru_cache(maxsize=None)
+    def jitted(self, method: str, **static) -> Callable:
+        """The single-model method `method` compiled, its keyword arguments `static` fixed (one program
+        per runner, method and static values, for the life of the process)."""
+        return jax.jit(functools.partial(getattr(self, method), **static))
 
     # K models, on the host in example batches ----------------------------------
     def _batched(self, fn, lifting, variables, images, batch: int, masks=None, static: dict | None = None):

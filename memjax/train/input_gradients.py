@@ -31,20 +31,23 @@ Memjax measures G once per epoch, after the epoch's steps (P4 records it
 replica's own labels (noisy labels for a replica trained on noisy data):
 `labels [R, N]` per replica, or `[N]` for all.
 
-All replicas are one vmapped program per batch of examples (variables `[R, ...]`).
+All replicas are one lifted program per batch of examples (`memjax.engine.lifting`).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from memjax.train.pixel_classifier import Classifier, pixel_classifier
+from memjax.engine.lifting import Lifting, count, lift, stacked
+from memjax.engine.runner import ModelRunner
 from memjax.errors import ConfigError
+from memjax.train.pixel_classifier import Classifier, pixel_classifier
 
 
 class InputGradients(NamedTuple):
@@ -116,37 +119,50 @@ def loss_gradient(classifier: Classifier, variables: Any, inputs: jax.Array, lab
     return jax.grad(total_loss)(inputs)
 
 
+@dataclasses.dataclass(frozen=True)
+class GradientMagnitude:
+    """G(x) of one model on a batch: inputs [B, H, W, C] in the definition's space, labels [B] -> [B]."""
+
+    runner: ModelRunner
+    definition: Definition
+
+    def __call__(self, variables, inputs, labels):
+        runner = self.runner
+        classifier = input_classifier(runner.model, runner.mean, runner.std, self.definition)
+        return example_gradient_magnitude(classifier, variables, inputs, labels)
+
+
 class InputGradientMeter:
-    """G averaged over a fixed example set, per replica, with one compiled program reused every epoch.
+    """G averaged over a fixed example set, per replica, with one lifted program reused every epoch.
 
     Args:
-      model, mean, std: the run's model and normalisation.
+      runner: the run's model and normalisation (`memjax.engine.runner.runner_for`).
       images: uint8 [n, H, W, C], the fixed subset (the first n training examples).
       labels: int [R, n], each replica's training labels of those examples.
       definition_name: a name of `DEFINITIONS` (default: the pixels, evaluation mode).
+      lifting: how the replicas are lifted (`memjax.engine.lifting`).
       batch_size: examples per compiled call (training mode: the BatchNorm batch;
         a last, smaller batch is its own batch, never padded).
     """
 
-    def __init__(self, model, mean, std, images: np.ndarray, labels: np.ndarray,
-                 definition_name: str = 'eval_pixels', batch_size: int = 256):
+    def __init__(self, runner: ModelRunner, images: np.ndarray, labels: np.ndarray,
+                 definition_name: str = 'eval_pixels', lifting: Lifting | str = 'vmap', batch_size: int = 256):
         self.definition = definition(definition_name)
-        classifier = input_classifier(model, mean, std, self.definition)
         self.batch = min(int(batch_size), images.shape[0])
-        self.inputs = jnp.asarray(to_input_space(images, mean, std, self.definition.space))
+        self.inputs = jnp.asarray(to_input_space(images, runner.mean, runner.std, self.definition.space))
         self.labels = jnp.asarray(labels, jnp.int32)
-        self._program = jax.jit(jax.vmap(lambda v, x, y: example_gradient_magnitude(classifier, v, x, y),
-                                         in_axes=(0, None, 0)))
+        self._program = lift(GradientMagnitude(runner, self.definition), ('variables', 'labels'), lifting)
 
-    def __call__(self, stacked_variables) -> np.ndarray:
-        """mean G [R] of the replicas (variables stacked [R, ...])."""
-        parts = [self._program(stacked_variables, self.inputs[i:i + self.batch], self.labels[:, i:i + self.batch])
+    def __call__(self, variables) -> np.ndarray:
+        """mean G [R] of the replicas (variables [R, ...] in any lifting layout)."""
+        parts = [np.asarray(stacked(self._program(variables=variables, inputs=self.inputs[i:i + self.batch],
+                                                  labels=self.labels[:, i:i + self.batch])))
                  for i in range(0, self.inputs.shape[0], self.batch)]
-        return np.asarray(jnp.concatenate(parts, axis=1)).mean(axis=1)
+        return np.concatenate(parts, axis=1).mean(axis=1)
 
 
 def input_gradient_magnitude(classifier: Classifier, variables: Any, images: Any, labels: Any,
-                             batch_size: int = 256) -> InputGradients:
+                             batch_size: int = 256, lifting: Lifting | str = 'vmap') -> InputGradients:
     """G(x) for every replica and example, and its mean over the examples.
 
     Args:
@@ -163,14 +179,13 @@ def input_gradient_magnitude(classifier: Classifier, variables: Any, images: Any
     images = np.asarray(images)
     pixels = images.astype(np.float32) / 255.0 if images.dtype == np.uint8 else images.astype(np.float32)
     n = pixels.shape[0]
-    r = int(jax.tree_util.tree_leaves(variables)[0].shape[0])
+    r = count(variables)
     labels = np.asarray(labels, np.int32)
     if labels.ndim == 1:
         labels = np.broadcast_to(labels, (r, n))
     if labels.shape != (r, n):
         raise ConfigError(f"labels must be [N={n}] or [R={r}, N={n}]; got {labels.shape}")
-    program = jax.jit(jax.vmap(lambda v, x, y: example_gradient_magnitude(classifier, v, x, y),
-                               in_axes=(0, None, 0)))
+    program = lift(functools.partial(example_gradient_magnitude, classifier), ('variables', 'labels'), lifting)
     batch = min(int(batch_size), n)
     out = []
     for first in range(0, n, batch):
@@ -179,6 +194,7 @@ def input_gradient_magnitude(classifier: Classifier, variables: Any, images: Any
         if width < batch:
             x = np.concatenate([x, np.zeros((batch - width, *x.shape[1:]), x.dtype)])
             y = np.concatenate([y, np.zeros((r, batch - width), y.dtype)], axis=1)
-        out.append(np.asarray(program(variables, jnp.asarray(x), jnp.asarray(y)))[:, :width])
+        out.append(np.asarray(stacked(program(variables=variables, inputs=jnp.asarray(x),
+                                              labels=jnp.asarray(y))))[:, :width])
     per_example = np.concatenate(out, axis=1)
     return InputGradients(per_example.mean(axis=1), per_example)

@@ -12,7 +12,6 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from memjax.models.stages import StagedModel
 from memjax.train.schedules import make_schedule
 
 
@@ -95,13 +94,3 @@ def replica_weight_decays(train, noise_ratios) -> np.ndarray:
 def zero_grad_sums(params: Any) -> dict:
     zeros = jax.tree_util.tree_map(jnp.zeros_like, params)
     return {'clean': zeros, 'noisy': zeros}
-
-
-def init_state(model: StagedModel, tx: optax.GradientTransformation, key: jax.Array,
-               image_shape: tuple[int, int, int], gradient_accounting: bool = False,
-               weight_decay: Any = None) -> TrainState:
-    """A freshly initialised replica (call under jax.vmap for R replicas)."""
-    variables = model.init(key, image_shape)
-    sums = zero_grad_sums(variables['params']) if gradient_accounting else None
-    return TrainState(variables['params'], variables['batch_stats'], tx.init(variables['params']), sums,
-                      weight_decay)

@@ -38,6 +38,11 @@ from memjax.train.state import OptimizerSpec, TrainState, zero_grad_sums
 BATCHNORM_MODES = ('live', 'frozen')
 
 
+def cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
+    """Mean softmax cross-entropy of logits [B, K] against int labels [B]."""
+    return optax.softmax_cross_entropy_with_integer_labels(logits.astype(jnp.float32), labels).mean()
+
+
 def weighted_cross_entropy(logits: jax.Array, labels: jax.Array, weights: jax.Array) -> jax.Array:
     """sum_b w_b CE(logits_b, y_b) / sum_b w_b for logits [B, K], labels [B], weights [B]."""
     losses = optax.softmax_cross_entropy_with_integer_labels(logits.astype(jnp.float32), labels)
@@ -57,7 +62,8 @@ class ClassifierTrainable:
       optimizer: the optimizer, by value.
       augment: random crop (pad 4) and horizontal flip of each batch.
       record_gradients: accumulate the clean and noisy gradient parts in `TrainState.grad_sums`.
-      masks: optional hook, masks(idx, epoch, step) -> {stage: mask [B, ...]} (example-tied dropout).
+      masks: optional hook, masks(idx, epoch, step, mask_data) -> {stage: mask [B, ...]} (example-tied
+        dropout; mask_data is the step's argument of that name, e.g. the variant).
       unit: train only this unit (`memjax.models.units.Unit`); None: the whole model.
       batchnorm: with a unit: 'live' (the whole network in training mode, every BatchNorm updates its
         running statistics: P3's retraining) or 'frozen' (only the stages holding the unit run in
@@ -112,14 +118,15 @@ class ClassifierTrainable:
                 old = set_subtree(old, path, get_subtree(stats, path))
         return x, old
 
-    def step(self, state: TrainState, *, idx, weights, epoch, step, pool, labels, data_key, noise_mask=None):
+    def step(self, state: TrainState, *, idx, weights, epoch, step, pool, labels, data_key, noise_mask=None,
+             mask_data=None):
         """One step on batch idx [B]; returns (state, loss). labels: int [P] (or [N]) of this model."""
         x, y = pool[idx], labels[idx]
         if self.augment:
             x = random_crop_flip(x, augment_key(data_key, epoch, step))
         x = self.runner.normalize(x)
         rng = dropout_key(data_key, epoch, step)
-        masks = None if self.masks is None else self.masks(idx, epoch, step)
+        masks = None if self.masks is None else self.masks(idx, epoch, step, mask_data)
         variables = state.variables
         sums = state.grad_sums
         if self.record_gradients:

@@ -17,27 +17,28 @@ the training pipeline (`classifier.pixel_classifier`). G and the classifiers
 run in evaluation mode (running BatchNorm statistics), so each (replica,
 class, seed) problem is independent of the others in its batch.
 
-All replicas x classes x seeds are one compiled program: the (class, seed)
-problems of a replica are one batch `[C*S, ...]` (the gradient of the summed
-objective is every problem's own gradient), `jax.vmap` maps that over the
-replica axis of the stacked variables (or `lax.map` runs the replicas one
-after the other in the same program: the default on CPU, where a batch costs
-as much per image as one image and vmapped per-replica convolutions become
-slower grouped convolutions) and `lax.fori_loop` runs the iterations.
+The (class, seed) problems of a replica are one batch `[C*S, ...]` (the
+gradient of the summed objective is every problem's own gradient) and
+`lax.fori_loop` runs the iterations; the replicas are lifted by
+`memjax.engine.lifting` (vmap, lax.map, loop or shard, as train.strategy
+says).
 Seeds can be processed in chunks of `seed_chunk` (one compilation, reused) to
 bound memory: R x C x seed_chunk images with their backward pass.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 from typing import Any, Callable, NamedTuple, Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from memjax.train.pixel_classifier import Classifier
+from memjax.engine.lifting import Lifting, lift, stacked
 from memjax.errors import ConfigError
+from memjax.train.pixel_classifier import Classifier
 
 OBJECTIVES = ('logit', 'probability')
 
@@ -103,45 +104,32 @@ def ascend(values: Callable, variables, g_vars, z0: jax.Array, classes: jax.Arra
     return z, values(variables, g_vars, z0, classes), values(variables, g_vars, z, classes)
 
 
-def make_ascent(classifier: Classifier, generator, iterations: int = 1000, learning_rate: float = 0.05,
-                objective: str = 'logit', replica_axis: str = 'vmap') -> Callable:
-    """The compiled program for all replicas x classes x seeds.
+@dataclasses.dataclass(frozen=True)
+class Ascent:
+    """The ascent of one replica's C x S problems (lifted over replicas; value-hashable, so it compiles once).
 
-    Args:
-      replica_axis: 'vmap' (replicas in parallel: `jax.vmap`, convolutions with
-        per-replica weights become grouped convolutions) or 'map' (`lax.map`:
-        replicas one after the other inside the same program, each a batch of
-        C x S; faster where grouped convolutions are slow, e.g. XLA on CPU).
-
-    Returns:
-      jitted `(variables [R, ...], g_vars, z0 [S, L], classes [C] int) ->
-      (z* [R, C, S, L], initial [R, C, S], final [R, C, S])`.
+    __call__(variables, g_vars, z0 [S, L], classes [C] int) -> (z* [C, S, L], initial [C, S], final [C, S]).
     """
-    values = _objective_fn(classifier, generator, objective)
 
-    def one_replica(variables, g_vars, z0, classes):
+    classifier: Classifier
+    generator: Any
+    iterations: int = 1000
+    learning_rate: float = 0.05
+    objective: str = 'logit'
+
+    def __call__(self, variables, g_vars, z0, classes):
+        values = _objective_fn(self.classifier, self.generator, self.objective)
         c, (s, latent) = classes.shape[0], z0.shape
         z = jnp.broadcast_to(z0[None], (c, s, latent)).reshape(c * s, latent)
         labels = jnp.repeat(classes, s)
-        z, initial, final = ascend(values, variables, g_vars, z, labels, iterations, learning_rate)
+        z, initial, final = ascend(values, variables, g_vars, z, labels, self.iterations, self.learning_rate)
         return z.reshape(c, s, latent), initial.reshape(c, s), final.reshape(c, s)
 
-    if replica_axis == 'vmap':
-        return jax.jit(jax.vmap(one_replica, in_axes=(0, None, None, None)))
-    if replica_axis == 'map':
-        return jax.jit(lambda variables, g_vars, z0, classes: jax.lax.map(
-            lambda v: one_replica(v, g_vars, z0, classes), variables))
-    raise ConfigError(f"replica_axis must be 'vmap' or 'map'; got {replica_axis!r}")
 
-
-def default_replica_axis() -> str:
-    """'map' on the CPU backend, 'vmap' on GPU/TPU."""
-    return 'map' if jax.default_backend() == 'cpu' else 'vmap'
-
-
+@functools.lru_cache(maxsize=32)
 def make_single_ascent(classifier: Classifier, generator, iterations: int = 1000, learning_rate: float = 0.05,
                        objective: str = 'logit') -> Callable:
-    """One (replica, class, seed) problem at a time, for checks and the benchmark.
+    """One (replica, class, seed) problem at a time, for checks and the benchmark (compiled once per process).
 
     Returns:
       jitted `(variables of one replica, g_vars, z0 [L], class int) -> (z* [L], initial, final)`.
@@ -156,16 +144,21 @@ def make_single_ascent(classifier: Classifier, generator, iterations: int = 1000
     return jax.jit(one)
 
 
+@functools.lru_cache(maxsize=32)
+def _pixels(generator) -> Callable:
+    return jax.jit(lambda g, zs: generator_pixels(generator, g, zs))
+
+
 def maximize_activations(classifier: Classifier, variables: Any, generator, generator_variables: Any, *,
                          num_classes: int, seeds: Sequence[int] = tuple(range(100)), iterations: int = 1000,
                          learning_rate: float = 0.05, objective: str = 'logit', seed_chunk: int | None = None,
                          latent_dim: int = 100, classes: Sequence[int] | None = None,
-                         replica_axis: str | None = None) -> AscentResult:
+                         lifting: Lifting | str = 'vmap') -> AscentResult:
     """x_j* = G(argmax_z f_j(G(z))) for every replica, class and seed (P4 eq. 1).
 
     Args:
       classifier: `f(variables, pixels [B, H, W, C] in [0, 1]) -> logits [B, K]`
-        (`classifier.pixel_classifier(model, mean, std)`).
+        (`ModelRunner.pixel_logits`; a value-hashable callable compiles once per process).
       variables: classifier variables stacked over replicas, leaves `[R, ...]`.
       generator, generator_variables: the fixed DCGAN generator (e.g. from
         `generator_training.load_generator`); `[B, latent_dim] -> [B, H, W, C]`.
@@ -179,13 +172,14 @@ def maximize_activations(classifier: Classifier, variables: Any, generator, gene
       latent_dim: size of z (100 in P4).
       classes: the classes to maximise (then C = len(classes) and `num_classes`
         is ignored); default 0..num_classes-1.
-      replica_axis: 'vmap' or 'map' (see `make_ascent`); None: 'map' on CPU
-        (where batching gains nothing and grouped convolutions are slow),
-        'vmap' on accelerators.
+      lifting: how the replicas are lifted (`memjax.engine.lifting`; 'map' or 'loop' on a CPU, where
+        vmapped per-replica convolutions become slow grouped convolutions).
 
     Returns:
       An `AscentResult` with NumPy arrays `[R, C, S, ...]`.
     """
+    if objective not in OBJECTIVES:
+        raise ConfigError(f"unknown activation-maximisation objective {objective!r}; use one of {OBJECTIVES}")
     classes = jnp.arange(num_classes) if classes is None else jnp.asarray(classes, jnp.int32)
     z0 = latents_from_seeds(seeds, latent_dim)                        # [S, L]
     s = z0.shape[0]
@@ -193,12 +187,10 @@ def maximize_activations(classifier: Classifier, variables: Any, generator, gene
     padded = -(-s // chunk) * chunk
     if padded > s:
         z0 = jnp.concatenate([z0, jnp.zeros((padded - s, latent_dim), z0.dtype)])
-    if replica_axis is None:
-        replica_axis = default_replica_axis()
-    program = make_ascent(classifier, generator, iterations, learning_rate, objective, replica_axis)
-    parts = [program(variables, generator_variables, z0[i:i + chunk], classes) for i in range(0, padded, chunk)]
+    program = lift(Ascent(classifier, generator, iterations, learning_rate, objective), ('variables',), lifting)
+    parts = [stacked(program(variables=variables, g_vars=generator_variables, z0=z0[i:i + chunk], classes=classes))
+             for i in range(0, padded, chunk)]
     z, initial, final = (np.concatenate([np.asarray(p[k]) for p in parts], axis=2)[:, :, :s] for k in range(3))
     r, c = z.shape[:2]
-    images = np.asarray(jax.jit(lambda g, zs: generator_pixels(generator, g, zs))(
-        generator_variables, jnp.asarray(z.reshape(r * c * s, -1))))
+    images = np.asarray(_pixels(generator)(generator_variables, jnp.asarray(z.reshape(r * c * s, -1))))
     return AscentResult(z, images.reshape(r, c, s, *images.shape[1:]), initial, final)

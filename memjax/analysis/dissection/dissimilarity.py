@@ -30,6 +30,7 @@ dissimilarity, dissimilarity_std), images.npz; figures/dissimilarity_bars.png
 from __future__ import annotations
 
 import dataclasses
+from typing import ClassVar
 import os
 
 import jax
@@ -41,14 +42,14 @@ from memjax.analysis.dissection.compared_runs import check_other_runs, label_fin
 from memjax.analysis.dissection.generator_training import (SETTINGS_FILE, GeneratorSettings, generate,
                                                            train_generator)
 from memjax.analysis.dissection.kl_distance import dissimilarity_matrix
-from memjax.analysis.settings import AnalysisSettings, Context, setting
+from memjax.analysis.settings import AT_LEAST_1, AnalysisSettings, Context, POSITIVE, SEED, setting
 from memjax.errors import ConfigError
 from memjax.models.dcgan import dcgan
 from memjax.report import dissection_plots
 from memjax.report.tables import write_csv
 from memjax.run import Run, open_run
 from memjax.rundir import read_json
-from memjax.train.pixel_classifier import ModelGroup, pixel_classifier
+from memjax.train.pixel_classifier import ModelGroup
 
 NAME = 'dissimilarity'
 COLUMNS = ('run_a', 'replica_a', 'noise_ratio_a', 'seed_a', 'run_b', 'replica_b', 'noise_ratio_b', 'seed_b',
@@ -60,22 +61,28 @@ THIS_RUN = 'this run'
 class Settings(AnalysisSettings):
     """`analysis.dissimilarity`: GAN-regularised activation maximisation and Dist (P4)."""
 
-    generator_epochs: int = setting(30, 'DCGAN training epochs on the run\'s training images (P4: 30)')
-    generator_batch_size: int = setting(128, 'DCGAN batch size')
-    generator_width: int = setting(64, 'DCGAN base width')
-    num_seeds: int = setting(100, 'latent seeds per class (P4: 100)')
-    iterations: int = setting(1000, 'gradient-ascent iterations (P4: 1000)')
-    learning_rate: float = setting(0.05, 'gradient-ascent learning rate (P4: 0.05)')
+    KEY: ClassVar[str] = 'dissimilarity'
+    SMOKE: ClassVar[dict] = dict(generator_epochs=1, generator_batch_size=32, generator_width=8, num_seeds=2,
+                                 iterations=3)
+
+    generator_epochs: int = setting(30, 'DCGAN training epochs on the run\'s training images (P4: 30)',
+                                    range=AT_LEAST_1)
+    generator_batch_size: int = setting(128, 'DCGAN batch size', range=AT_LEAST_1)
+    generator_width: int = setting(64, 'DCGAN base width', range=AT_LEAST_1)
+    num_seeds: int = setting(100, 'latent seeds per class (P4: 100)', range=AT_LEAST_1)
+    iterations: int = setting(1000, 'gradient-ascent iterations (P4: 1000)', range=AT_LEAST_1)
+    learning_rate: float = setting(0.05, 'gradient-ascent learning rate (P4: 0.05)', range=POSITIVE)
     objective: str = setting('logit', 'f_j: the class logit or its softmax probability', choices=OBJECTIVES)
     other_runs: tuple = setting((), 'work directories of other finished runs (same data shape) whose replicas '
-                                'are compared too; duplicates are dropped')
+                                'are compared too; duplicates are dropped', range='finished run directories')
     generator_dir: str | None = setting(None, 'folder the DCGAN is trained and kept in (None: <workdir>/generator); '
-                                        'another folder trains a new GAN, e.g. of another generator_width')
-    seed_chunk: int | None = setting(None, 'seeds per compiled call (None: all; lower it to bound memory)')
-    seed: int = setting(0, 'seed of the DCGAN training')
+                                        'another folder trains a new GAN, e.g. of another generator_width',
+                                        range='a folder')
+    seed_chunk: int | None = setting(None, 'seeds per compiled call (None: all; lower it to bound memory)',
+                                     range=AT_LEAST_1)
+    seed: int = setting(0, 'seed of the DCGAN training', range=SEED)
 
     def validate(self) -> None:
-        self.positive('generator_epochs', 'generator_batch_size', 'generator_width', 'num_seeds', 'iterations')
         if self.generator_dir is not None and not str(self.generator_dir).strip():
             raise ConfigError("analysis.dissimilarity.generator_dir is empty; give a folder, or None for "
                               "<workdir>/generator")
@@ -108,8 +115,7 @@ class Settings(AnalysisSettings):
 
 
 def _group(run: Run, name: str) -> ModelGroup:
-    data = run.dataset
-    return ModelGroup(pixel_classifier(run.model, data.mean, data.std), run.variables(run.final_epoch()), name)
+    return ModelGroup(run.runner.pixel_logits, run.variables(run.final_epoch()), name)
 
 
 def _pair_group(r: dict) -> str | None:
@@ -176,11 +182,11 @@ def run(run: Run, s: Settings, context: Context) -> None:
         result = maximize_activations(group.classifier, group.variables, generator, g_vars,
                                       num_classes=data.num_classes, seeds=seeds, iterations=s.iterations,
                                       learning_rate=s.learning_rate, objective=s.objective,
-                                      seed_chunk=s.seed_chunk)
+                                      seed_chunk=s.seed_chunk, lifting=context.lifting(group.num_replicas))
         images.append(result.images)
         bar.update(1)
     bar.close()
-    dist = dissimilarity_matrix(groups, images, s.seed_chunk)
+    dist = dissimilarity_matrix(groups, images, s.seed_chunk, context.lifting(max(g.num_replicas for g in groups)))
     models = [(name, i, rep, labels) for name, r in [(THIS_RUN, run)] + [(o.directory.path, o) for o in others]
               for i, (rep, labels) in enumerate(zip(r.replicas, label_fingerprints(r)))]
     rows = [{'run_a': na, 'replica_a': ia, 'noise_ratio_a': ra.noise_ratio, 'seed_a': ra.seed,

@@ -7,8 +7,9 @@ loss (D: real -> 1, G(z) -> 0; G: D(G(z)) -> 1), z ~ N(0, I) of `latent_dim`
 (100); P4 trains 30 epochs. Each step: one generator forward pass (batch
 statistics, running averages updated once), a discriminator update on the real
 batch and the detached fakes, then a generator update through the updated
-discriminator, reusing the same forward pass (PyTorch's DCGAN example). An
-epoch is one compiled `lax.scan` over `N // batch_size` steps (the last partial
+discriminator, reusing the same forward pass (PyTorch's DCGAN example). The
+GAN has its own step (`GanTrainable`) in memjax's one fit loop
+(`memjax.engine.fit`): an epoch is `N // batch_size` steps (the last partial
 batch is dropped) of a seeded permutation.
 
 Determinism and resume: everything random comes from `seed` (initialisation:
@@ -26,7 +27,6 @@ finished run). The finished generator's `{'params', 'batch_stats'}` is kept in
 from __future__ import annotations
 
 import dataclasses
-import functools
 import json
 import os
 import time
@@ -38,6 +38,8 @@ import numpy as np
 import optax
 
 from memjax.checkpoint import Checkpoints
+from memjax.engine.fit import Batches, fit
+from memjax.engine.lifting import stacked
 from memjax.errors import ConfigError, RunDirectoryError
 from memjax.models.dcgan import Discriminator, Generator, dcgan
 
@@ -80,16 +82,36 @@ def init_state(generator: Generator, discriminator: Discriminator, tx: optax.Gra
     return {'g': g, 'd': d, 'g_opt': tx.init(g['params']), 'd_opt': tx.init(d['params'])}
 
 
-def make_train_epoch(generator: Generator, discriminator: Discriminator, tx: optax.GradientTransformation,
-                     batch_size: int, latent_dim: int) -> Callable:
-    """A jitted `(state, images uint8 [N,H,W,C], epoch int32, key) -> (state, losses [2])`;
-    `losses` = the epoch's mean (discriminator, generator) BCE."""
+@dataclasses.dataclass(frozen=True)
+class GanTrainable:
+    """One DCGAN step (the trainable of `memjax.engine.fit`; value-hashable, so it compiles once per process).
 
-    def step(carry, inputs):
-        state, images = carry
-        index, z_key = inputs
-        real = to_unit_range(images[index])                              # [B, H, W, C]
-        z = sample_latents(z_key, batch_size, latent_dim)                # [B, latent]
+    step(state, idx [B] of the images, images uint8 [N, H, W, C], key) -> (state, losses [2]): the batch's
+    (discriminator, generator) BCE; the latents come from `key`, the epoch and the step.
+    """
+
+    image_shape: tuple
+    width: int
+    batch_size: int
+    latent_dim: int
+    learning_rate: float
+    beta1: float
+
+    @property
+    def networks(self) -> tuple[Generator, Discriminator]:
+        return dcgan(self.image_shape, self.width)
+
+    @property
+    def tx(self) -> optax.GradientTransformation:
+        return optax.adam(self.learning_rate, b1=self.beta1)
+
+    def step(self, state, *, idx, weights, epoch, step, images, key):
+        del weights  # every batch is full
+        generator, discriminator = self.networks
+        tx = self.tx
+        real = to_unit_range(images[idx])                                # [B, H, W, C]
+        z_key = jax.random.fold_in(jax.random.fold_in(jax.random.fold_in(key, 3), epoch), step)
+        z = sample_latents(z_key, self.batch_size, self.latent_dim)      # [B, latent]
         g, d = state['g'], state['d']
 
         def g_forward(g_params):
@@ -121,28 +143,7 @@ def make_train_epoch(generator: Generator, discriminator: Discriminator, tx: opt
         g_params = optax.apply_updates(g['params'], g_updates)
         state = {'g': {'params': g_params, 'batch_stats': g_stats},
                  'd': {'params': d_params, 'batch_stats': d_stats}, 'g_opt': g_opt, 'd_opt': d_opt}
-        return (state, images), jnp.stack([loss_d, loss_g])
-
-    @jax.jit
-    def train_epoch(state, images, epoch, key):
-        n = images.shape[0]
-        steps = n // batch_size
-        order = jax.random.permutation(jax.random.fold_in(jax.random.fold_in(key, 2), epoch), n)
-        batches = order[:steps * batch_size].reshape(steps, batch_size)
-        noise_key = jax.random.fold_in(jax.random.fold_in(key, 3), epoch)
-        z_keys = jax.vmap(lambda s: jax.random.fold_in(noise_key, s))(jnp.arange(steps))
-        (state, _), losses = jax.lax.scan(step, (state, images), (batches, z_keys))
-        return state, losses.mean(axis=0)
-
-    return train_epoch
-
-
-@functools.lru_cache(maxsize=8)
-def _compiled_epoch(image_shape: tuple, width: int, batch_size: int, latent_dim: int,
-                    learning_rate: float, beta1: float) -> Callable:
-    """One `make_train_epoch` per setting, so a resumed training in the same process reuses its compilation."""
-    generator, discriminator = dcgan(image_shape, width)
-    return make_train_epoch(generator, discriminator, optax.adam(learning_rate, b1=beta1), batch_size, latent_dim)
+        return state, jnp.stack([loss_d, loss_g])
 
 
 def _check_settings(path: str, saved: dict) -> None:
@@ -187,9 +188,8 @@ def train_generator(images: np.ndarray, directory: str, settings: GeneratorSetti
     settings_path = os.path.join(directory, SETTINGS_FILE)
     if os.path.exists(settings_path):
         _check_settings(settings_path, saved)
-    tx = optax.adam(s.learning_rate, b1=s.beta1)
     key = jax.random.PRNGKey(s.seed)
-    state = init_state(generator, discriminator, tx, key, s.latent_dim)
+    state = init_state(generator, discriminator, optax.adam(s.learning_rate, b1=s.beta1), key, s.latent_dim)
     checkpoints = Checkpoints(directory, async_save=async_save)
     try:
         restored = checkpoints.restore_state(state, {'epoch': np.zeros(1, np.int32)})
@@ -204,16 +204,30 @@ def train_generator(images: np.ndarray, directory: str, settings: GeneratorSetti
             log(f'resuming the GAN in {directory} after epoch {start}')
         with open(settings_path, 'w') as f:
             json.dump(saved, f, indent=2)
-        train_epoch = _compiled_epoch(tuple(images.shape[1:]), s.width, s.batch_size, s.latent_dim,
-                                      s.learning_rate, s.beta1)
-        data = jax.device_put(images)
-        for epoch in range(start + 1, s.epochs + 1):
-            started = time.perf_counter()
-            state, losses = train_epoch(state, data, jnp.int32(epoch), key)
-            checkpoints.save_state(epoch, state, {'epoch': np.full(1, epoch, np.int32)})
-            loss_d, loss_g = (float(x) for x in losses)
-            log(f'GAN epoch {epoch}/{s.epochs}: D loss {loss_d:.4f}, G loss {loss_g:.4f} '
-                f'({time.perf_counter() - started:.1f} s)')
+        trainable = GanTrainable(tuple(images.shape[1:]), s.width, s.batch_size, s.latent_dim, s.learning_rate,
+                                 s.beta1)
+        steps = images.shape[0] // s.batch_size
+
+        def batches(epoch: int) -> Batches:
+            order = jax.random.permutation(jax.random.fold_in(jax.random.fold_in(key, 2), epoch), images.shape[0])
+            return Batches(order[:steps * s.batch_size].astype(jnp.int32), np.ones(1, int) * steps)
+
+        class SaveEpoch:
+            def before_epoch(self, fit_run, epoch):
+                self.started = time.perf_counter()
+
+            def after_epoch(self, fit_run, epoch, stacked_state, losses):
+                one = jax.tree_util.tree_map(lambda x: x[0], stacked(stacked_state))
+                checkpoints.save_state(epoch, one, {'epoch': np.full(1, epoch, np.int32)})
+                loss_d, loss_g = (float(x) for x in losses[0])
+                log(f'GAN epoch {epoch}/{s.epochs}: D loss {loss_d:.4f}, G loss {loss_g:.4f} '
+                    f'({time.perf_counter() - self.started:.1f} s)')
+                return stacked_state
+
+        state = fit(trainable, jax.tree_util.tree_map(lambda x: x[None], state), epochs=range(start + 1, s.epochs + 1),
+                    batches=batches, own={}, common={'images': jax.device_put(images), 'key': key}, lifting='loop',
+                    batch_size=s.batch_size, hooks=[SaveEpoch()])
+        state = jax.tree_util.tree_map(lambda x: x[0], stacked(state))
         # A resumed finished run saves again: its asynchronous save may have been cut off.
         checkpoints.save_epoch(s.epochs, state['g'])
     finally:

@@ -25,9 +25,10 @@ source) and figures/input_gradients.png.
 from __future__ import annotations
 
 import dataclasses
+from typing import ClassVar
 import os
 
-from memjax.analysis.settings import AnalysisSettings, Context, setting
+from memjax.analysis.settings import AnalysisSettings, Context, NON_NEGATIVE, setting
 from memjax.errors import ConfigError
 from memjax.report.dissection_plots import accuracy_and_gradient
 from memjax.report.tables import write_csv
@@ -45,18 +46,21 @@ OLD_RUNS_DEFINITION = 'eval_pixels'  # what runs whose config lacks train.input_
 class Settings(AnalysisSettings):
     """`analysis.input_gradients`: G per epoch and replica (P4)."""
 
+    KEY: ClassVar[str] = 'input_gradients'
+    SMOKE: ClassVar[dict] = dict(num_examples=32)
+
     source: str = setting('auto', 'auto: the training record if present, else checkpoints',
                           choices=('auto', 'training', 'checkpoints'))
     definition: str = setting('run', "G's definition: the run's train.input_gradient_definition, P4's "
                               '(normalised input, training mode) or pixels in [0, 1] in evaluation mode',
                               choices=('run', *DEFINITIONS))
-    num_examples: int = setting(1000, 'checkpoints source: G averaged over the first n training examples (0: all)')
-    epochs: tuple = setting((), 'checkpoints source: kept epochs (empty: all)')
+    num_examples: int = setting(1000, 'checkpoints source: G averaged over the first n training examples (0: all)',
+                                range=NON_NEGATIVE)
+    epochs: tuple = setting((), 'checkpoints source: kept epochs (empty: all)', range=NON_NEGATIVE)
 
-    def validate(self) -> None:
-        if not isinstance(self.num_examples, int) or self.num_examples < 0:
-            raise ConfigError(f"analysis.input_gradients.num_examples={self.num_examples!r} must be 0 (every "
-                              "training example) or a positive number of first examples")
+    def check_config(self, config) -> None:
+        if self.source == 'training' and not config.train.input_gradients:
+            raise ConfigError(MISSING_RECORD)
 
 
 def run_definition(run: Run) -> str:
@@ -70,10 +74,6 @@ def axis_label(name: str) -> str:
     space = 'normalised input' if d.space == 'normalised' else 'pixels in [0, 1]'
     mode = 'training' if d.train else 'evaluation'
     return f'G = sum |dL/dx| (x: {space}, {mode} mode)\n[{d.units}]'
-
-    def check_config(self, config) -> None:
-        if self.source == 'training' and not config.train.input_gradients:
-            raise ConfigError(MISSING_RECORD)
 
 
 MISSING_RECORD = ('analysis.input_gradients.source=training reads G from metrics.jsonl, which training records only '

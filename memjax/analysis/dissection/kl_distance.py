@@ -10,22 +10,24 @@ asymmetric (the images are always a's) and Dist(a, a) = 0. KL is computed from
 logits with log_softmax (no exp/log round trip of probabilities).
 
 Batched: for a group of R_a replicas (one architecture, variables `[R_a, ...]`)
-and a group of R_b, one compiled program evaluates every model b on every
-model a's images (`jax.vmap` over both replica axes) and returns `[R_a, R_b]`
-matrices. Groups of different architectures (other runs) are combined by
-`dissimilarity_matrix`, one compiled program per ordered pair of groups.
+and a group of R_b, one lifted program (`memjax.engine.lifting`) evaluates
+every model a on its own images and one every model b on all of a's images;
+`[R_a, R_b]` matrices follow. Groups of different architectures (other runs)
+are combined by `dissimilarity_matrix`.
 """
 
 from __future__ import annotations
 
-from typing import Any, Callable, NamedTuple, Sequence
+import dataclasses
+from typing import Any, NamedTuple, Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from memjax.train.pixel_classifier import Classifier, ModelGroup
+from memjax.engine.lifting import Lifting, lift, stacked
 from memjax.errors import ConfigError
+from memjax.train.pixel_classifier import Classifier, ModelGroup
 
 
 class Dissimilarity(NamedTuple):
@@ -44,21 +46,27 @@ def kl_divergence(p_logits: jax.Array, q_logits: jax.Array) -> jax.Array:
     return jnp.sum(jnp.exp(log_p) * (log_p - log_q), axis=-1)
 
 
-def make_pair_program(classifier_a: Classifier, classifier_b: Classifier) -> Callable:
-    """jitted `(variables_a [R_a, ...], images [R_a, C, S, H, W, Ci], variables_b [R_b, ...])
-    -> Dist_s [R_a, R_b, S]` (the mean over classes of the per-image KL)."""
+@dataclasses.dataclass(frozen=True)
+class ImageLogits:
+    """One model's logits of images [..., H, W, C_img] in [0, 1]: [..., K] (lifted over models)."""
 
-    def logits_of(classifier, variables, images):              # images [C, S, H, W, Ci] -> [C, S, K]
-        c, s = images.shape[:2]
-        return classifier(variables, images.reshape(c * s, *images.shape[2:])).reshape(c, s, -1)
+    classifier: Classifier
 
-    def program(variables_a, images, variables_b):
-        own = jax.vmap(lambda v, x: logits_of(classifier_a, v, x))(variables_a, images)     # [R_a, C, S, K]
-        other = jax.vmap(lambda x: jax.vmap(lambda v: logits_of(classifier_b, v, x))(variables_b))(images)
-        kl = kl_divergence(own[:, None], other)                                            # [R_a, R_b, C, S]
-        return kl.mean(axis=2)
+    def __call__(self, variables, images):
+        lead = images.shape[:-3]
+        flat = images.reshape((-1, *images.shape[-3:]))
+        return self.classifier(variables, flat).astype(jnp.float32).reshape((*lead, -1))
 
-    return jax.jit(program)
+
+def pair_dissimilarity(group_a: ModelGroup, images: jax.Array, group_b: ModelGroup, lifting) -> np.ndarray:
+    """Dist_s(a, b) [R_a, R_b, S] of one chunk of a's images [R_a, C, S, H, W, C_img]: every model a on its own
+    images and every model b on all of them (two lifted programs), then the mean over classes of the KL."""
+    own = stacked(lift(ImageLogits(group_a.classifier), ('variables', 'images'), lifting)(
+        variables=group_a.variables, images=images))                                          # [R_a, C, S, K]
+    other = stacked(lift(ImageLogits(group_b.classifier), ('variables',), lifting)(
+        variables=group_b.variables, images=images))                                          # [R_b, R_a, C, S, K]
+    kl = kl_divergence(jnp.asarray(own)[:, None], jnp.moveaxis(jnp.asarray(other), 0, 1))     # [R_a, R_b, C, S]
+    return np.asarray(kl.mean(axis=2))
 
 
 def as_group(group: ModelGroup | tuple) -> ModelGroup:
@@ -67,7 +75,7 @@ def as_group(group: ModelGroup | tuple) -> ModelGroup:
 
 
 def dissimilarity(group_a: ModelGroup, images: Any, group_b: ModelGroup | None = None,
-                  seed_chunk: int | None = None) -> Dissimilarity:
+                  seed_chunk: int | None = None, lifting: Lifting | str = 'vmap') -> Dissimilarity:
     """Dist(a, b) for every replica a of `group_a` and b of `group_b` (default: group_a).
 
     Args:
@@ -77,6 +85,7 @@ def dissimilarity(group_a: ModelGroup, images: Any, group_b: ModelGroup | None =
       group_b: the models f2 evaluated on them (`[R_b, ...]`).
       seed_chunk: seeds per compiled call (None: all); bounds memory at
         R_a x R_b x C x seed_chunk forward passes.
+      lifting: how the models are lifted (`memjax.engine.lifting`).
 
     Returns:
       `Dissimilarity` with `[R_a, R_b]` mean and std over seeds.
@@ -86,7 +95,6 @@ def dissimilarity(group_a: ModelGroup, images: Any, group_b: ModelGroup | None =
     images = jnp.asarray(images, jnp.float32)
     if images.ndim != 6 or images.shape[0] != group_a.num_replicas:
         raise ConfigError(f"images must be [R_a={group_a.num_replicas}, C, S, H, W, C_img]; got {images.shape}")
-    program = make_pair_program(group_a.classifier, group_b.classifier)
     s = images.shape[2]
     chunk = s if not seed_chunk else min(int(seed_chunk), s)
     parts = []
@@ -95,13 +103,13 @@ def dissimilarity(group_a: ModelGroup, images: Any, group_b: ModelGroup | None =
         width = part.shape[2]
         if width < chunk:  # pad to the compiled shape, drop afterwards
             part = jnp.concatenate([part, jnp.repeat(part[:, :, -1:], chunk - width, axis=2)], axis=2)
-        parts.append(np.asarray(program(group_a.variables, part, group_b.variables))[:, :, :width])
+        parts.append(pair_dissimilarity(group_a, part, group_b, lifting)[:, :, :width])
     per_seed = np.concatenate(parts, axis=2)
     return Dissimilarity(per_seed.mean(axis=2), per_seed.std(axis=2), per_seed)
 
 
 def dissimilarity_matrix(groups: Sequence[ModelGroup], images: Sequence[Any],
-                         seed_chunk: int | None = None) -> Dissimilarity:
+                         seed_chunk: int | None = None, lifting: Lifting | str = 'vmap') -> Dissimilarity:
     """Dist between all models of several groups (e.g. VGG11 seeds, VGG13, ResNet-32).
 
     Args:
@@ -119,7 +127,7 @@ def dissimilarity_matrix(groups: Sequence[ModelGroup], images: Sequence[Any],
     groups = [as_group(g) for g in groups]
     rows = []
     for group_a, images_a in zip(groups, images):
-        blocks = [dissimilarity(group_a, images_a, group_b, seed_chunk).per_seed for group_b in groups]
+        blocks = [dissimilarity(group_a, images_a, group_b, seed_chunk, lifting).per_seed for group_b in groups]
         rows.append(np.concatenate(blocks, axis=1))
     per_seed = np.concatenate(rows, axis=0)
     return Dissimilarity(per_seed.mean(axis=2), per_seed.std(axis=2), per_seed)

@@ -26,16 +26,14 @@ solver_converged, solver_residual) and figures/manifolds_r<r>_s<seed>.png.
 from __future__ import annotations
 
 import dataclasses
+from typing import ClassVar
 import os
 import warnings
 
-import jax
-import jax.numpy as jnp
 import numpy as np
 
 from memjax.analysis.geometry.mftma import manifold_analysis
-from memjax.analysis.settings import AnalysisSettings, Context, setting
-from memjax.data.pipeline import normalize
+from memjax.analysis.settings import AT_LEAST_1, AT_LEAST_2, AnalysisSettings, Context, NON_NEGATIVE, SEED, setting
 from memjax.errors import ConfigError
 from memjax.report.geometry_plots import geometry_by_layer
 from memjax.report.tables import write_csv
@@ -52,28 +50,47 @@ COLUMNS = ('replica', 'noise_ratio', 'seed', 'epoch', 'granularity', 'layer', 'k
 class Settings(AnalysisSettings):
     """`analysis.manifolds`: MFTMA of class manifolds per layer and epoch (P5)."""
 
-    examples_per_class: int = setting(50, 'points per class manifold (the reference wrapper: 50)')
-    classes: tuple = setting((), 'classes analysed (empty: all)')
-    min_examples: int = setting(10, 'a class manifold with fewer relabelled examples is left out')
-    epochs: tuple = setting((), 'kept epochs (empty: num_epochs of them, evenly spaced, first and last)')
-    num_epochs: int = setting(4, 'kept epochs analysed when epochs is empty')
-    stages: tuple = setting((), 'stages analysed (empty: all)')
-    kappa: float = setting(0.0, 'margin of the MFTMA capacity')
-    n_t: int = setting(200, 'Gaussian samples t per manifold (reference: 200)')
-    max_features: int = setting(5000, 'layers wider than this are randomly projected to it (reference: 5000)')
-    solver_iterations: int = setting(20000, 'iteration cap of the batched QP solver (a warning when reached)')
-    forward_batch: int = setting(500, 'examples per forward pass')
-    seed: int = setting(0, 'seed of the example choice, projection and t samples')
+    KEY: ClassVar[str] = 'manifolds'
+    SMOKE: ClassVar[dict] = dict(examples_per_class=2, min_examples=2, n_t=20, epochs=(2,), solver_iterations=2000,
+                                 forward_batch=64, stages=('conv3', 'fc4'), classes=(0, 1, 2, 3))
+
+    examples_per_class: int = setting(50, 'points per class manifold (the reference wrapper: 50)', range=AT_LEAST_2)
+    classes: tuple = setting((), 'classes analysed (empty: all); distinct', range=NON_NEGATIVE)
+    min_examples: int = setting(10, 'a class manifold with fewer relabelled examples is left out', range=AT_LEAST_2)
+    epochs: tuple = setting((), 'kept epochs (empty: num_epochs of them, evenly spaced, first and last)',
+                            range=NON_NEGATIVE)
+    num_epochs: int = setting(4, 'kept epochs analysed when epochs is empty', range=AT_LEAST_1)
+    stages: tuple = setting((), 'stages analysed (empty: all)', range='stage names of the model')
+    kappa: float = setting(0.0, 'margin of the MFTMA capacity', range=NON_NEGATIVE)
+    n_t: int = setting(200, 'Gaussian samples t per manifold (reference: 200)', range=AT_LEAST_1)
+    max_features: int = setting(5000, 'layers wider than this are randomly projected to it (reference: 5000)',
+                                range=AT_LEAST_1)
+    solver_iterations: int = setting(20000, 'iteration cap of the batched QP solver (a warning when reached)',
+                                     range=AT_LEAST_1)
+    forward_batch: int = setting(500, 'examples per forward pass', range=AT_LEAST_1)
+    seed: int = setting(0, 'seed of the example choice, projection and t samples', range=SEED)
 
     def validate(self) -> None:
-        self.positive('examples_per_class', 'min_examples', 'num_epochs', 'n_t', 'max_features', 'forward_batch',
-                      'solver_iterations')
-        if self.min_examples < 2 or self.examples_per_class < 2:
-            raise ConfigError('analysis.manifolds.examples_per_class and .min_examples must be at least 2 '
-                              '(a manifold needs two points)')
+        if len(set(self.classes)) != len(self.classes):
+            raise self.error('classes', 'names a class twice; give each class once')
+        if len(self.classes) == 1:
+            raise self.error('classes', 'has one class; MFTMA needs two class manifolds or more')
 
     def check_model(self, model) -> None:
         model.select_stages(self.stages, 'analysis.manifolds.stages')
+
+    def check_data(self, data) -> None:
+        classes = self.classes or tuple(range(data.num_classes))
+        outside = [c for c in classes if c >= data.num_classes]
+        if outside:
+            raise self.error('classes', f'has {outside[0]}, not a class of {data.name} (0..{data.num_classes - 1})')
+        counts = data.clean_class_counts()[:, list(classes)]  # [R, c]: each replica's clean examples per class
+        most = int(counts.min())
+        if self.examples_per_class > most:
+            replica, column = np.unravel_index(np.argmin(counts), counts.shape)
+            raise self.error('examples_per_class', f'is more than the {most} clean training examples of class '
+                             f'{classes[column]} in replica r={data.noise_ratios[replica]:g}, seed '
+                             f'{data.seeds[replica]}; set it to at most {most}')
 
 
 def choose_epochs(run: Run, s: Settings) -> list[int]:
@@ -111,19 +128,12 @@ def manifold_examples(run: Run, replica: int, s: Settings, classes: list[int]) -
 
 
 class FeatureMaker:
-    """Flattened float32 outputs of the chosen stages for one replica's variables."""
+    """Flattened float32 outputs [n, D_l] of the chosen stages for one replica's variables (the run's
+    runner, compiled once per process)."""
 
     def __init__(self, run: Run, stages: tuple[str, ...], batch: int):
-        model, data = run.model, run.dataset
         self.stages, self.batch = stages, batch
-        stop = max(model.stage_index(s) for s in stages) + 1
-        mean, std = jnp.asarray(data.mean), jnp.asarray(data.std)
-
-        def capture(variables, images):
-            out = model.apply(variables, normalize(images, mean, std, model.dtype), stop=stop, capture=stages)
-            return tuple(out.features[s].astype(jnp.float32).reshape(images.shape[0], -1) for s in stages)
-
-        self._capture = jax.jit(capture)
+        self._capture = run.runner.jitted('features', outputs=tuple(stages), pooling='flatten')
 
     def __call__(self, variables, images: np.ndarray) -> list[np.ndarray]:
         parts = [self._capture(variables, images[i:i + self.batch]) for i in range(0, images.shape[0], self.batch)]
@@ -134,10 +144,6 @@ def run(run: Run, s: Settings, context: Context) -> None:
     model, data = run.model, run.dataset
     stages = model.select_stages(s.stages, 'analysis.manifolds.stages')
     classes = list(s.classes) or list(range(data.num_classes))
-    missing = [c for c in classes if not 0 <= int(c) < data.num_classes]
-    if missing:
-        raise ConfigError(f"analysis.manifolds.classes has {missing[0]}, not a class of {data.name} "
-                          f"(0..{data.num_classes - 1}); fix analysis.manifolds.classes")
     epochs = choose_epochs(run, s)
     features = FeatureMaker(run, stages, s.forward_batch)
     examples = {i: manifold_examples(run, i, s, classes) for i in range(len(run.replicas))}

@@ -4,10 +4,11 @@ Trains fresh models on the run's data with the noisy labels of one of its
 replicas, with the run's optimizer, schedule and augmentation, one model per
 variant (`memjax.analysis.localization.dropout_masks`): example-tied dropout
 at (p_gen, p_mem), optionally a p_gen x p_mem grid (Table 2), standard
-dropout and a sparse network (Table 3). Every variant trains through the
-trainer's own compiled step (`memjax.train.step.make_train_chunk` with a
-mask hook), in the same data order. Each is then evaluated three ways
-(P3's code's modes):
+dropout and a sparse network (Table 3). Every variant trains with the run's
+trainable (`memjax.train.trainable.ClassifierTrainable`) and a mask hook, in
+the same data order, all variants together as the models of one fit (the
+variant is data: one compiled step serves them all). Each is then evaluated
+three ways (P3's code's modes):
 
 - as_trained (P3's "train" mode): each training example with its own
   memorization channels, unscaled, as in training (training accuracies only;
@@ -35,22 +36,24 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import os
+from typing import Any, ClassVar
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 
 from memjax.analysis.localization.dropout_masks import (DRAWS, EVALUATIONS, MODES, evaluation_mask,
                                                         training_mask)
-from memjax.analysis.settings import AnalysisSettings, Context, setting
-from memjax.data.pipeline import normalize
+from memjax.analysis.settings import AT_LEAST_1, AnalysisSettings, Context, FRACTION, Range, SEED, setting
+from memjax.engine.fit import Batches, fit
+from memjax.engine.lifting import lift, per_replica, stacked
 from memjax.errors import ConfigError
 from memjax.report.tables import text_table, write_csv
 from memjax.run import Run
+from memjax.rundir import write_text
 from memjax.train.metrics import accuracy
-from memjax.train.state import init_state, make_optimizer
-from memjax.train.step import make_train_chunk
+from memjax.train.state import OptimizerSpec
+from memjax.train.trainable import ClassifierTrainable
 
 NAME = 'example_tied'
 COLUMNS = ('variant', 'p_gen', 'p_mem', 'p_drop', 'draw', 'evaluation', 'table1', 'clean_accuracy',
@@ -63,18 +66,24 @@ TABLE1 = {'as_trained': 'before: clean, noisy', 'expected': 'before: test', 'dro
 class Settings(AnalysisSettings):
     """`analysis.example_tied`: example-tied dropout and its baselines (P3 section 6.2)."""
 
+    KEY: ClassVar[str] = 'example_tied'
+    SMOKE: ClassVar[dict] = dict(epochs=1, variants=(('example_tied', 0.4, 0.2, 0.0),))
+
     variants: tuple = setting((('example_tied', 0.4, 0.2, 0.0), ('standard', 0.0, 0.0, 0.4),
                                ('sparse', 0.4, 0.0, 0.0)),
                               '(mode, p_gen, p_mem, p_drop); modes: example_tied | standard | sparse | none; '
                               'standard drops each element with probability p_drop (P3: p_gen); sparse keeps '
-                              'the fraction p_gen of each stage\'s elements (P3: remaining fraction p_gen)')
-    grid_p_gen: tuple = setting((), 'with grid_p_mem: example-tied variants for every pair (P3 Table 2)')
-    grid_p_mem: tuple = setting((), 'see grid_p_gen')
+                              'the fraction p_gen of each stage\'s elements (P3: remaining fraction p_gen)',
+                              range='(mode, p_gen, p_mem, p_drop) with p_gen + p_mem <= 1, 0 <= p_drop < 1')
+    grid_p_gen: tuple = setting((), 'with grid_p_mem: example-tied variants for every pair (P3 Table 2)',
+                                range=Range(0, 1, low_open=True))
+    grid_p_mem: tuple = setting((), 'see grid_p_gen', range=FRACTION)
     draw: str = setting('bernoulli', "an example's memorization channels: each non-generalization channel with "
                         'probability p_mem (P3 code), or exactly round(p_mem x their number)', choices=DRAWS)
-    noise_ratio: float | None = setting(None, "whose labels are trained on (None: the first noisy replica)")
-    epochs: int | None = setting(None, 'training epochs (None: train.epochs)')
-    seed: int = setting(0, 'seed of the masks and batch order')
+    noise_ratio: float | None = setting(None, "whose labels are trained on (None: the first noisy replica)",
+                                        range=Range(0, 1, low_open=True))
+    epochs: int | None = setting(None, 'training epochs (None: train.epochs)', range=AT_LEAST_1)
+    seed: int = setting(0, 'seed of the masks and batch order', range=SEED)
 
     def validate(self) -> None:
         self.all_variants()
@@ -88,6 +97,9 @@ class Settings(AnalysisSettings):
             if not (0 <= v[1] <= 1 and 0 <= v[2] <= 1 and 0 <= v[3] < 1):
                 raise ConfigError(f"analysis.example_tied variant {v!r}: need p_gen, p_mem in [0, 1] and "
                                   "0 <= p_drop < 1")
+            if v[0] == 'example_tied' and v[1] + v[2] > 1 + 1e-9:
+                raise ConfigError(f"analysis.example_tied variant {v!r}: p_gen + p_mem = {v[1] + v[2]:g} > 1, but "
+                                  "the memorization channels are drawn from the 1 - p_gen channels left; lower them")
             if v[0] == 'example_tied' and v[1] <= 0:
                 raise ConfigError(f"analysis.example_tied variant {v!r}: example-tied needs p_gen > 0 (its "
                                   "'drop' evaluation scales by (p_gen + p_mem) / p_gen)")
@@ -97,13 +109,62 @@ class Settings(AnalysisSettings):
                                   "p_mem = p_drop = 0, e.g. ('sparse', 0.4, 0.0, 0.0)")
         return variants
 
+    def check_data(self, data) -> None:
+        noisy = sorted({r for r in data.noise_ratios if r > 0})
+        if not noisy:
+            raise ConfigError('analysis.example_tied trains on the labels of a noisy replica, and this run has none; '
+                              'add a ratio r > 0 to noise.ratios')
+        if self.noise_ratio is not None and not any(abs(self.noise_ratio - r) < 1e-9 for r in noisy):
+            raise self.error('noise_ratio', f"is not a noise ratio of this run's noisy replicas "
+                             f"({', '.join(f'{r:g}' for r in noisy)}); pick one, or None for the first")
 
-def stage_shapes(model, image_shape) -> dict:
-    """{stage: one example's output shape} for every stage but the last (the masked ones)."""
+
+def stage_shapes(model, image_shape) -> tuple:
+    """((stage, one example's output shape), ...) for every stage but the last (the masked ones)."""
     zeros = jax.ShapeDtypeStruct((1, *image_shape), jnp.float32)
     init = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), image_shape))
     out = jax.eval_shape(lambda v, x: model.apply(v, x, capture=True), init, zeros)
-    return {name: tuple(out.features[name].shape[1:]) for name in model.stage_names[:-1]}
+    return tuple((name, tuple(out.features[name].shape[1:])) for name in model.stage_names[:-1])
+
+
+@dataclasses.dataclass(frozen=True)
+class VariantMasks:
+    """The stage masks of a batch under a variant row (mode, p_gen, p_mem, p_drop), from the example indices.
+
+    Value-hashable, so every variant trains through one compiled step (the variant is data, not code).
+    """
+
+    seed: int
+    draw: str
+    shapes: tuple
+    stage_ids: tuple
+
+    @property
+    def key(self):
+        return jax.random.PRNGKey(self.seed)
+
+    def __call__(self, idx, epoch, step, variant):
+        """Training masks {stage: [B, ...]} of the batch idx [B] (a step of `ClassifierTrainable`)."""
+        key, ids = self.key, dict(self.stage_ids)
+        step_key = jax.random.fold_in(jax.random.fold_in(key, epoch), step)
+        return {name: jax.vmap(lambda i: training_mask(variant, key, ids[name], i, step_key, shape, self.draw))(idx)
+                for name, shape in self.shapes}
+
+    def evaluation(self, idx, variant, how: str):
+        key, ids = self.key, dict(self.stage_ids)
+        return {name: jax.vmap(lambda i: evaluation_mask(variant, key, ids[name], i, shape, how, self.draw))(idx)
+                for name, shape in self.shapes}
+
+
+@dataclasses.dataclass(frozen=True)
+class VariantPredict:
+    """One variant's predictions [B] of images [B, ...] (training examples `index` [B]) under evaluation `how`."""
+
+    runner: Any
+    masks: VariantMasks
+
+    def __call__(self, variables, images, index, variant, *, how: str):
+        return self.runner.predict(variables, images, self.masks.evaluation(index, variant, how))
 
 
 def _replica(run: Run, s: Settings):
@@ -114,88 +175,70 @@ def _replica(run: Run, s: Settings):
     return noisy[0]
 
 
+def train_variants(run: Run, s: Settings, replica, variants: list[tuple], context: Context):
+    """Every variant trained from the run's initialisation on the replica's labels, all together (one model
+    per variant, lifted): variables stacked [V, ...]."""
+    model, data, train = run.model, run.dataset, run.settings.train
+    epochs = s.epochs or train.epochs
+    batch, n = train.batch_size, data.num_train
+    steps = n // batch
+    masks = VariantMasks(s.seed, s.draw, stage_shapes(model, data.image_shape),
+                         tuple((name, i) for i, name in enumerate(model.stage_names)))
+    trainable = ClassifierTrainable(run.runner, OptimizerSpec.from_train(train, steps, epochs=epochs),
+                                    augment=run.settings.data.augment, masks=masks)
+    lifting = context.lifting(len(variants))
+    start = model.init(jax.random.PRNGKey(train.init_seed), data.image_shape)
+    one = trainable.init(start)
+    state = jax.tree_util.tree_map(lambda x: jnp.broadcast_to(x, (len(variants), *jnp.shape(x))), one)
+
+    def batches(epoch: int) -> Batches:
+        order = np.random.default_rng([s.seed, epoch]).permutation(n)[:steps * batch]
+        return Batches(jnp.asarray(order, jnp.int32), np.full(len(variants), steps))
+
+    rows = jnp.asarray([[MODES[v[0]], v[1], v[2], v[3]] for v in variants], jnp.float32)
+    common = {'pool': jnp.asarray(data.train_images), 'labels': jnp.asarray(run.noise['labels'][replica.index]),
+              'data_key': jax.random.fold_in(jax.random.PRNGKey(s.seed), 7)}
+    state = fit(trainable, state, epochs=range(1, epochs + 1), batches=batches, own={'mask_data': rows},
+                common=common, lifting=lifting, batch_size=batch,
+                progress=lambda total, name: context.progress(total, f'example_tied {name}'))
+    return stacked(per_replica(state, lambda st: st.variables)), masks, rows, epochs
+
+
 def run(run: Run, s: Settings, context: Context) -> None:
-    log = context.log
-    model, data, train_cfg = run.model, run.dataset, run.config.train
+    data = run.dataset
     replica = _replica(run, s)
     variants = s.all_variants()
-    epochs = int(s.epochs or train_cfg.epochs)
-    batch, n = int(train_cfg.batch_size), data.num_train
-    steps = n // batch
-    schedule_cfg = ml_collections.ConfigDict(train_cfg.to_dict())
-    schedule_cfg.epochs = epochs
-    tx = make_optimizer(schedule_cfg, steps)
-    labels = jnp.asarray(run.noise['labels'][replica.index])
+    labels = np.asarray(run.noise['labels'][replica.index])
     mask_noisy = run.noise['noise_mask'][replica.index]
-    images = jnp.asarray(data.train_images)
-    mean, std = jnp.asarray(data.mean), jnp.asarray(data.std)
-    key = jax.random.PRNGKey(s.seed)
-    shapes = stage_shapes(model, data.image_shape)
-    stage_ids = {name: i for i, name in enumerate(model.stage_names)}
-    orders = [jnp.asarray(np.random.default_rng([s.seed, epoch]).permutation(n), jnp.int32)
-              for epoch in range(epochs + 1)]
-    data_key = jax.random.fold_in(key, 7)
-    noise_mask = jnp.asarray(mask_noisy)
-    log(f'example_tied: {len(variants)} variants trained {epochs} epochs on the labels of replica {replica.name} '
-        f'(memorization channels: {s.draw})')
+    context.log(f'example_tied: {len(variants)} variants trained {s.epochs or run.settings.train.epochs} epochs on '
+                f'the labels of replica {replica.name} (memorization channels: {s.draw})')
+    variables, masks, variant_rows, epochs = train_variants(run, s, replica, variants, context)
+    program = lift(VariantPredict(run.runner, masks), ('variables', 'variant'), context.lifting(len(variants)),
+                   static=('how',))
 
-    def trained(variant_row) -> dict:
-        variant = jnp.asarray(variant_row, jnp.float32)
+    def predictions(how: str, images: np.ndarray, index: np.ndarray) -> np.ndarray:
+        return np.concatenate([np.asarray(stacked(program(
+            variables=variables, images=jnp.asarray(images[lo:lo + 1000]), index=jnp.asarray(index[lo:lo + 1000]),
+            variant=variant_rows, how=how))) for lo in range(0, images.shape[0], 1000)], axis=1)
 
-        def masks_fn(idx, epoch, step):
-            step_key = jax.random.fold_in(jax.random.fold_in(key, epoch), step)
-            return {name: jax.vmap(lambda i: training_mask(variant, key, stage_ids[name], i, step_key, shape,
-                                                           s.draw))(idx)
-                    for name, shape in shapes.items()}
-
-        chunk = jax.jit(make_train_chunk(model, tx, batch_size=batch, augment=bool(run.config.data.augment),
-                                         mean=data.mean, std=data.std, masks_fn=masks_fn),
-                        static_argnames='num_steps')
-        state = init_state(model, tx, jax.random.PRNGKey(int(train_cfg.init_seed)), data.image_shape)
-        for epoch in range(1, epochs + 1):
-            for b in range(steps):
-                state, _ = chunk(state, images, labels, noise_mask, orders[epoch], epoch, b, data_key, True,
-                                 num_steps=1)
-                bar.update(1)
-        return state.variables
-
-    def predictions(variables, variant_row, how: str, x_all, index) -> np.ndarray:
-        variant = jnp.asarray(variant_row, jnp.float32)
-
-        @jax.jit
-        def predict(x_u8, idx):
-            masks = {name: jax.vmap(lambda i: evaluation_mask(variant, key, stage_ids[name], i, shape, how,
-                                                              s.draw))(idx)
-                     for name, shape in shapes.items()}
-            out = model.apply(variables, normalize(x_u8, mean, std, model.dtype), masks=masks)
-            return jnp.argmax(out.output, -1)
-
-        return np.concatenate([np.asarray(predict(jnp.asarray(x_all[lo:lo + 1000]), jnp.asarray(index[lo:lo + 1000])))
-                               for lo in range(0, x_all.shape[0], 1000)])
-
-    bar = context.progress(len(variants) * epochs * steps, 'example_tied steps')
     rows = []
-    for v in variants:
-        variant_row = [MODES[v[0]], v[1], v[2], v[3]]
-        variables = trained(variant_row)
-        for how in EVALUATIONS:
-            train_pred = predictions(variables, variant_row, how, data.train_images, np.arange(n))
-            test = None if how == 'as_trained' else accuracy(
-                predictions(variables, variant_row, how, data.test_images, np.zeros(data.test_labels.size, int)),
-                data.test_labels)
+    for how in EVALUATIONS:
+        train_pred = predictions(how, data.train_images, np.arange(data.num_train))
+        test_pred = None if how == 'as_trained' else predictions(how, data.test_images,
+                                                                 np.zeros(data.test_labels.size, int))
+        for k, v in enumerate(variants):
             rows.append({'variant': v[0], 'p_gen': v[1], 'p_mem': v[2], 'p_drop': v[3],
                          'draw': s.draw if v[0] == 'example_tied' else '', 'evaluation': how, 'table1': TABLE1[how],
-                         'clean_accuracy': accuracy(train_pred, data.train_labels, ~mask_noisy),
-                         'noisy_accuracy': accuracy(train_pred, np.asarray(labels), mask_noisy),
-                         'test_accuracy': test})
-    bar.close()
+                         'clean_accuracy': accuracy(train_pred[k], data.train_labels, ~mask_noisy),
+                         'noisy_accuracy': accuracy(train_pred[k], labels, mask_noisy),
+                         'test_accuracy': None if test_pred is None else accuracy(test_pred[k], data.test_labels)})
+    rows.sort(key=lambda r: [tuple(v) for v in variants].index((r['variant'], r['p_gen'], r['p_mem'], r['p_drop'])))
     out = context.output
     write_csv(os.path.join(out, 'table.csv'), rows, COLUMNS)
     text = (f'Example-tied dropout and baselines on the labels of replica {replica.name} ({epochs} epochs).\n'
             + summary_text(rows) + '\n')
-    with open(os.path.join(out, 'table.txt'), 'w') as f:
-        f.write(text)
-    log(text + '  example_tied: results/example_tied/table.csv, table.txt')
+    write_text(os.path.join(out, 'table.txt'), text)
+    context.log(text + '  example_tied: results/example_tied/table.csv, table.txt')
 
 
 def summary_text(rows: list[dict]) -> str:

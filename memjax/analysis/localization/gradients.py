@@ -38,6 +38,7 @@ figure's middle panel and in gradients_<source>_window.csv; () takes all.
 from __future__ import annotations
 
 import dataclasses
+from typing import ClassVar
 import json
 import os
 
@@ -45,13 +46,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from memjax.analysis.lifting import STRATEGIES, Lifted
-from memjax.analysis.settings import AnalysisSettings, Context, setting
-from memjax.data.pipeline import normalize
+from memjax.analysis.settings import AT_LEAST_1, AnalysisSettings, Context, NON_NEGATIVE, setting
 from memjax.report import p3_plots
 from memjax.report.tables import write_csv
 from memjax.run import Run
 from memjax.analysis.localization.layer_groups import chosen_units, granularity_setting
+from memjax.engine.lifting import lift, stacked
+from memjax.engine.runner import ModelRunner
+from memjax.models import StagedModel
 from memjax.errors import ConfigError, RunDirectoryError
 from memjax.train.gradient_split import AGGREGATES, rows_from_sums, split_gradients, tensor_sums, unit_rows
 
@@ -68,23 +70,29 @@ MEASURES = ('clean_norm', 'noisy_norm', 'total_norm', 'cosine')
 class Settings(AnalysisSettings):
     """`analysis.gradients`: clean vs noisy gradient parts per unit (P3 section 4)."""
 
+    KEY: ClassVar[str] = 'gradients'
+    SMOKE: ClassVar[dict] = dict(num_train=64, batch_size=32, window=lambda node, config: (
+        (min(node.window[0], config.train.epochs), min(node.window[1], config.train.epochs)) if node.window else ()))
+
     granularity: str = granularity_setting()
     aggregate: str = setting('tensor_mean', "a unit's numbers: the mean over its parameter tensors of each one's "
                              'normalised norms and cosine (P3), or its parameters as one vector', choices=AGGREGATES)
     source: str = setting('auto', 'auto: the training record if present', choices=('auto', 'training', 'checkpoints'))
     window: tuple = setting((), '(first, last) epochs, inclusive, averaged in the figure and the window CSV (P3 '
-                            'Fig. 1: the 16th-20th epochs, (16, 20)); empty: all')
-    epochs: tuple = setting((), 'kept epochs (checkpoints source; empty: all)')
-    num_train: int | None = setting(None, 'training examples used (checkpoints source; None: all)')
-    batch_size: int = setting(256, 'examples per gradient batch (checkpoints source)')
-    strategy: str = setting('loop', 'vmap or loop over replicas', choices=STRATEGIES)
+                            'Fig. 1: the 16th-20th epochs, (16, 20)); empty: all', range=NON_NEGATIVE)
+    epochs: tuple = setting((), 'kept epochs (checkpoints source; empty: all)', range=NON_NEGATIVE)
+    num_train: int | None = setting(None, 'training examples used (checkpoints source; None: all)', range=AT_LEAST_1)
+    batch_size: int = setting(256, 'examples per gradient batch (checkpoints source)', range=AT_LEAST_1)
 
     def validate(self) -> None:
-        self.positive('batch_size')
         w = self.window
         if w and not (len(w) == 2 and all(isinstance(e, int) and e >= 0 for e in w) and w[0] <= w[1]):
             raise ConfigError(f'analysis.gradients.window={w!r} must be () or (first, last) epochs with '
                               'first <= last, e.g. (16, 20)')
+
+    def check_config(self, config) -> None:
+        if self.source == 'training' and not config.train.gradient_accounting:
+            raise ConfigError(missing_record(self.KEY))
 
 
 def window_label(window: tuple) -> str:
@@ -107,15 +115,34 @@ def window_rows(rows: list[dict], window: tuple) -> list[dict]:
                     **{k: float(np.mean([m[k] for m in members])) for k in MEASURES}})
     return out
 
-    def check_config(self, config) -> None:
-        if self.source == 'training' and not config.train.gradient_accounting:
-            raise ConfigError(missing_record(self.KEY))
 
 
 def missing_record(key: str) -> str:
     return (f'analysis.{key}.source=training reads the gradient record (gradients.jsonl), which training writes '
             'only with train.gradient_accounting=True; train with --config.train.gradient_accounting=True (in a new '
             f'--workdir: it is part of the run), or use --config.analysis.{key}.source=checkpoints')
+
+
+@dataclasses.dataclass(frozen=True)
+class BatchParts:
+    """One replica's clean and noisy gradient parts of one batch, each example weighted 1 / n (lifted)."""
+
+    runner: ModelRunner
+    n: int
+
+    def __call__(self, variables, x, y, mask):
+        g_c, g_n, _, _ = split_gradients(self.runner.model, variables, self.runner.normalize(x), y, mask, 1.0 / self.n)
+        return g_c, g_n
+
+
+@dataclasses.dataclass(frozen=True)
+class TensorSums:
+    """One replica's {(layer, tensor): sums} from its summed parts (lifted)."""
+
+    model: StagedModel
+
+    def __call__(self, g_c, g_n):
+        return tensor_sums(self.model, g_c, g_n)
 
 
 def gradients_from_checkpoints(run: Run, s: Settings, context: Context) -> list[dict]:
@@ -126,12 +153,9 @@ def gradients_from_checkpoints(run: Run, s: Settings, context: Context) -> list[
     images = jnp.asarray(data.train_images[:n])
     labels = run.noise['labels'][:, :n]
     noisy = run.noise['noise_mask'][:, :n]
-    mean, std = jnp.asarray(data.mean), jnp.asarray(data.std)
-    lift = Lifted(s.strategy, len(run.replicas))
-
-    def batch_part(variables, x, y, mask):
-        g_c, g_n, _, _ = split_gradients(model, variables, normalize(x, mean, std, model.dtype), y, mask, 1.0 / n)
-        return g_c, g_n
+    lifting = context.lifting(len(run.replicas))
+    batch_part = lift(BatchParts(run.runner, n), ('variables', 'y', 'mask'), lifting)
+    summarise = lift(TensorSums(model), ('g_c', 'g_n'), lifting)
 
     epochs = run.kept_epochs(s.epochs, 'analysis.gradients.epochs')
     stopped = [int(e) for e in run.directory.status().get('converged_epoch') or [-1] * len(run.replicas)]
@@ -142,11 +166,11 @@ def gradients_from_checkpoints(run: Run, s: Settings, context: Context) -> list[
         sums = None
         for b in range(steps):
             sl = slice(b * s.batch_size, (b + 1) * s.batch_size)
-            part = lift(batch_part, (True, False, True, True), variables, images[sl],
-                        jnp.asarray(labels[:, sl]), jnp.asarray(noisy[:, sl]))
+            part = stacked(batch_part(variables=variables, x=images[sl], y=jnp.asarray(labels[:, sl]),
+                                      mask=jnp.asarray(noisy[:, sl])))
             sums = part if sums is None else jax.tree_util.tree_map(jnp.add, sums, part)
         g_c, g_n = sums
-        sums = jax.vmap(lambda c, n: tensor_sums(model, c, n))(g_c, g_n)
+        sums = stacked(summarise(g_c=g_c, g_n=g_n))
         include = [stop < 0 or epoch <= stop for stop in stopped]
         rows += rows_from_sums(sums, epoch, run.replicas, include)
         bar.update(1)

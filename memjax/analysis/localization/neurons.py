@@ -61,6 +61,8 @@ mislabelled examples with the censoring explicit (`censored_auc`). P3 reports
 from __future__ import annotations
 
 import dataclasses
+import functools
+from typing import ClassVar
 import os
 
 import jax
@@ -72,9 +74,10 @@ from memjax.analysis.localization.neuron_candidates import (CANDIDATES, channel_
                                                             masked_logits, removal_scores)
 from memjax.analysis.localization.neuron_memory import fit_parallel, memory_budget, out_of_memory
 from memjax.analysis.localization.neuron_statistics import censored_auc, detection_auc
-from memjax.analysis.settings import AnalysisSettings, Context, setting
+from memjax.analysis.settings import AT_LEAST_1, AnalysisSettings, Context, NON_NEGATIVE, POSITIVE, SEED, setting
 from memjax.data.pipeline import normalize
 from memjax.models import StagedModel
+from memjax.engine.compiled import abstract, compile_once
 from memjax.errors import ConfigError
 from memjax.report import p3_plots
 from memjax.report.tables import write_csv
@@ -94,37 +97,39 @@ _INITIAL, _PICK = 1_000_003, 2_000_003  # salts of an example's key: first predi
 class Settings(AnalysisSettings):
     """`analysis.neurons`: the critical-neuron search of P3 section 6.1."""
 
-    num_clean: int = setting(32, 'clean training examples searched per replica (P3: 1000)')
-    num_noisy: int = setting(32, 'noisy training examples searched per replica (P3: 1000)')
-    max_neurons: int = setting(30, 'cap on neurons removed per example')
+    KEY: ClassVar[str] = 'neurons'
+    SMOKE: ClassVar[dict] = dict(num_clean=2, num_noisy=2, max_neurons=3, reference_batch=8, accuracy_examples=16,
+                                 parallel=4, noise_copies=2)
+
+    num_clean: int = setting(32, 'clean training examples searched per replica (P3: 1000)', range=NON_NEGATIVE)
+    num_noisy: int = setting(32, 'noisy training examples searched per replica (P3: 1000)', range=NON_NEGATIVE)
+    max_neurons: int = setting(30, 'cap on neurons removed per example', range=AT_LEAST_1)
     candidates: str = setting('channels', "channels: conv channels and hidden linear units, removed by zeroing the "
                               "activation (P3's text); p3_code: conv kernel channels, BatchNorm scale and bias "
                               "elements, linear weights and biases, removed by zeroing them (P3's code)",
                               choices=CANDIDATES)
     noise: str = setting('relative', "input noise of the averaged classifier: relative (L2 norm noise_scale x the "
                          "input's, P3 code) or fixed (std noise_std)", choices=NOISE_MODES)
-    noise_scale: float = setting(0.01, 'relative noise: noise L2 norm / input L2 norm (P3: 1%)')
-    noise_std: float = setting(0.1, 'fixed noise: std in normalised units')
+    noise_scale: float = setting(0.01, 'relative noise: noise L2 norm / input L2 norm (P3: 1%)', range=NON_NEGATIVE)
+    noise_std: float = setting(0.1, 'fixed noise: std in normalised units', range=NON_NEGATIVE)
     score: str = setting('param_grad', "param_grad: sum of parameter x gradient over the candidate's parameters "
                          "(P3 code); mask_grad: gradient at the candidate's mask entry", choices=SCORES)
-    noise_copies: int = setting(5, 'noisy copies in the averaged classifier')
-    reference_batch: int = setting(32, 'random training examples in the objective\'s mean loss')
-    accuracy_examples: int = setting(256, 'training examples (not searched) for the accuracy before/after removal')
+    noise_copies: int = setting(5, 'noisy copies in the averaged classifier', range=AT_LEAST_1)
+    reference_batch: int = setting(32, 'random training examples in the objective\'s mean loss', range=AT_LEAST_1)
+    accuracy_examples: int = setting(256, 'training examples (not searched) for the accuracy before/after removal',
+                                     range=AT_LEAST_1)
     granularity: str = granularity_setting()
-    parallel: int | None = setting(None, 'examples searched at once (vmap); None: as many as fit the device memory')
+    parallel: int | None = setting(None, 'examples searched at once (vmap); None: as many as fit the device memory',
+                                   range=AT_LEAST_1)
     memory_budget_gb: float | None = setting(None, 'memory one search program may use (None: 90% of the free '
-                                             'device memory; on a CPU half the physical memory)')
-    seed: int = setting(0, 'seed of the example choice and input noise')
+                                             'device memory; on a CPU half the physical memory)', range=POSITIVE)
+    seed: int = setting(0, 'seed of the example choice and input noise', range=SEED)
     classifier_weights: bool = setting(True, "channels: the classifier's single weights are candidates too (P3: in "
                                        'a linear layer a single weight is zeroed)')
 
     def validate(self) -> None:
-        self.positive('max_neurons', 'noise_copies', 'reference_batch', 'accuracy_examples')
-        if self.parallel is not None:
-            self.positive('parallel')
-        if self.memory_budget_gb is not None and not self.memory_budget_gb > 0:
-            raise ConfigError(f'analysis.neurons.memory_budget_gb={self.memory_budget_gb!r} must be positive '
-                              '(or None: the free device memory)')
+        if self.num_clean + self.num_noisy == 0:
+            raise self.error('num_clean', 'and num_noisy are both 0: nothing to search; raise one')
 
     def check_model(self, model) -> None:
         if model.name in ('vit', 'vit_small'):
@@ -176,12 +181,6 @@ def _search_step(model, variables, settings: Settings, masks, done, count, x, y,
     return new_masks, done | (prediction != y), count
 
 
-def _spec(tree, lead: int | None = None):
-    """Abstract shapes of a tree (with a leading axis `lead` when given), for compiling without data."""
-    return jax.tree_util.tree_map(
-        lambda a: jax.ShapeDtypeStruct(((lead,) if lead is not None else ()) + tuple(a.shape), a.dtype), tree)
-
-
 def _pad(a, e: int):
     """a [n, ...] padded to [e, ...] by repeating its first row."""
     a = jnp.asarray(a)
@@ -196,14 +195,34 @@ def search_compiler(model: StagedModel, variables: dict, x: jax.Array, y: jax.Ar
     vstep = jax.vmap(lambda v, m, d, c, xi, yi, rx, ry, k: _search_step(model, v, settings, m, d, c, xi, yi, rx, ry, k),
                      in_axes=(None, 0, 0, 0, 0, 0, 0, 0, 0))
 
-    def compile_at(e: int):
-        args = (_spec(variables), _spec(start, e), jax.ShapeDtypeStruct((e,), jnp.bool_),
-                jax.ShapeDtypeStruct((e,), jnp.int32), _spec(x[0], e), _spec(y[0], e),
+    def compile_at(e: int):  # compiled once per process for the model, settings and shapes
+        args = (abstract(variables), abstract(start, e), jax.ShapeDtypeStruct((e,), jnp.bool_),
+                jax.ShapeDtypeStruct((e,), jnp.int32), abstract(x[0], e), abstract(y[0], e),
                 jax.ShapeDtypeStruct((e, rb, *ref_x.shape[1:]), ref_x.dtype),
-                jax.ShapeDtypeStruct((e, rb), ref_y.dtype), _spec(key, e))
-        return jax.jit(vstep).lower(*args).compile()
+                jax.ShapeDtypeStruct((e, rb), ref_y.dtype), abstract(key, e))
+        return compile_once(('neuron search step', model, settings), vstep, *args)
 
     return compile_at
+
+
+@functools.lru_cache(maxsize=16)
+def _first_prediction(model: StagedModel, settings: Settings):
+    """E examples -> the noise-averaged prediction of each before any removal (compiled once per process)."""
+    return jax.jit(jax.vmap(lambda v, xi, k: jnp.argmax(_averaged_log_probs(
+        model, v, xi[None], None, jax.random.fold_in(k, _INITIAL), settings)[0]), in_axes=(None, 0, 0)))
+
+
+@functools.lru_cache(maxsize=16)
+def _reference_picks(reference_batch: int, pool: int):
+    """(example keys [E], iteration) -> each example's reference batch [E, reference_batch] of pool positions."""
+    return jax.jit(jax.vmap(lambda k, it: jax.random.randint(jax.random.fold_in(jax.random.fold_in(k, _PICK), it),
+                                                             (reference_batch,), 0, pool), in_axes=(0, None)))
+
+
+@functools.lru_cache(maxsize=16)
+def _plain_prediction(model: StagedModel):
+    """The plain model's predictions [B] of normalised inputs [B, ...] (compiled once per process)."""
+    return jax.jit(lambda v, x: jnp.argmax(model.apply(v, x).output, -1))
 
 
 def critical_neuron_search(model: StagedModel, variables: dict, x: jax.Array, y: jax.Array, ref_x: jax.Array,
@@ -220,10 +239,7 @@ def critical_neuron_search(model: StagedModel, variables: dict, x: jax.Array, y:
     compile_at = search_compiler(model, variables, x, y, ref_x, ref_y, settings, key)
     budget = memory_budget(settings.memory_budget_gb)
     e, step = fit_parallel(compile_at, settings.parallel, n, budget, 'critical-neuron search', log)
-    first = jax.jit(jax.vmap(lambda v, xi, k: jnp.argmax(_averaged_log_probs(
-        model, v, xi[None], None, jax.random.fold_in(k, _INITIAL), settings)[0]), in_axes=(None, 0, 0)))
-    pick = jax.jit(jax.vmap(lambda k, it: jax.random.randint(jax.random.fold_in(jax.random.fold_in(k, _PICK), it),
-                                                             (rb,), 0, ref_x.shape[0]), in_axes=(0, None)))
+    first, pick = _first_prediction(model, settings), _reference_picks(rb, ref_x.shape[0])
     out = {'count': [], 'flipped': [], 'initially_correct': [], 'masks': []}
     lo = 0
     while lo < n:
@@ -276,8 +292,8 @@ def accuracy_after_removal(model: StagedModel, variables: dict, masks: dict, x: 
     one = {k: v[0] for k, v in masks.items()}
 
     def compile_at(e: int):
-        return jax.jit(vcorrect).lower(_spec(variables), _spec(one, e), _spec(x[0], block), _spec(y[0], block),
-                                       jax.ShapeDtypeStruct((block,), jnp.float32)).compile()
+        return compile_once(('accuracy after removal', model), vcorrect, abstract(variables), abstract(one, e),
+                            abstract(x[0], block), abstract(y[0], block), jax.ShapeDtypeStruct((block,), jnp.float32))
 
     e, program = fit_parallel(compile_at, parallel, count, memory_budget(memory_budget_gb),
                               'accuracy after removal', log)
@@ -323,9 +339,9 @@ def run(run: Run, s: Settings, context: Context) -> None:
         subset = rng.permutation(rest)[:s.accuracy_examples]
         x, y = images[subset], jnp.asarray(labels[subset])
         after = accuracy_after_removal(model, variables, result['masks'], x, y, s.parallel, s.memory_budget_gb, log)
-        before = float(np.mean(np.concatenate([np.asarray(jnp.argmax(model.apply(variables, x[i:i + ACCURACY_BLOCK])
-                                                                     .output, -1)) for i in
-                                               range(0, len(subset), ACCURACY_BLOCK)]) == labels[subset]))
+        predict = _plain_prediction(model)
+        before = float(np.mean(np.concatenate([np.asarray(predict(variables, x[i:i + ACCURACY_BLOCK]))
+                                               for i in range(0, len(subset), ACCURACY_BLOCK)]) == labels[subset]))
         removed = {u.name: sum(np.sum(m == 0, axis=1) for k, m in result['masks'].items()
                                if mask_layer(k) in u.layers) for u in units}
         for j, example in enumerate(index):

@@ -24,21 +24,21 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from typing import ClassVar
 
 import jax.numpy as jnp
 import numpy as np
-import optax
 
 from memjax.analysis.evaluation import training_metrics
-from memjax.analysis.lifting import STRATEGIES
 from memjax.analysis.localization.layer_groups import chosen_units, granularity_setting
-from memjax.analysis.settings import AnalysisSettings, Context, setting
-from memjax.analysis.stage_training import BATCHNORM_MODES, StageTrainer
+from memjax.analysis.settings import (AT_LEAST_1, AnalysisSettings, Context, NON_NEGATIVE, POSITIVE, Range, SEED,
+                                      setting)
+from memjax.analysis.stage_training import BATCHNORM_MODES, train_unit
 from memjax.errors import ConfigError
 from memjax.report import p3_plots
 from memjax.report.tables import write_csv
 from memjax.run import Run
-from memjax.train.schedules import one_cycle
+from memjax.train.state import OptimizerSpec
 
 NAME = 'retraining'
 
@@ -47,31 +47,35 @@ NAME = 'retraining'
 class Settings(AnalysisSettings):
     """`analysis.retraining`: one unit reset to epoch 0 and retrained on clean examples (P3 section 5.2)."""
 
+    KEY: ClassVar[str] = 'retraining'
+    SMOKE: ClassVar[dict] = dict(epochs=1, peak_epoch=1.0, batch_size=32, num_train=64, units=('conv2',))
+
     granularity: str = granularity_setting()
-    epochs: int = setting(20, 'retraining epochs (P3: 20, one-cycle peaking at epoch 10)')
-    peak_epoch: float = setting(10.0, 'epoch of the one-cycle peak')
-    learning_rate: float = setting(0.1, 'peak learning rate')
-    momentum: float = setting(0.9, 'SGD momentum')
-    weight_decay: float = setting(5e-4, 'weight decay')
-    batch_size: int = setting(512, 'retraining batch size (P3: 512)')
+    epochs: int = setting(20, 'retraining epochs (P3: 20, one-cycle peaking at epoch 10)', range=AT_LEAST_1)
+    peak_epoch: float = setting(10.0, 'epoch of the one-cycle peak (at most epochs)', range=NON_NEGATIVE)
+    learning_rate: float = setting(0.1, 'peak learning rate', range=POSITIVE)
+    momentum: float = setting(0.9, 'SGD momentum', range=Range(0, 1, high_open=True))
+    weight_decay: float = setting(5e-4, 'weight decay', range=NON_NEGATIVE)
+    batch_size: int = setting(512, 'retraining batch size (P3: 512)', range=AT_LEAST_1)
     batchnorm: str = setting('live', 'live: whole network in training mode, every BatchNorm updates its running '
                              'statistics on the clean data (P3); frozen: only the retrained unit\'s do',
                              choices=BATCHNORM_MODES)
-    units: tuple = setting((), 'units (of the granularity) to retrain, one at a time (empty: all)')
-    num_train: int | None = setting(None, 'training examples evaluated each epoch (None: all)')
-    strategy: str = setting('loop', 'vmap or loop over the noisy replicas', choices=STRATEGIES)
-    seed: int = setting(0, 'seed of the batch order')
+    units: tuple = setting((), 'units (of the granularity) to retrain, one at a time (empty: all)',
+                           range='unit names of the model')
+    num_train: int | None = setting(None, 'training examples evaluated each epoch (None: all)', range=AT_LEAST_1)
+    seed: int = setting(0, 'seed of the batch order', range=SEED)
 
     def validate(self) -> None:
-        self.positive('epochs', 'batch_size')
+        if self.peak_epoch > self.epochs:
+            raise self.error('peak_epoch', f'must lie within [0, epochs={self.epochs}]')
 
     def check_model(self, model) -> None:
         chosen_units(model, self.granularity, self.units, 'analysis.retraining.units')
 
-    def optimizer(self, steps_per_epoch: int) -> optax.GradientTransformation:
-        schedule = one_cycle(self.learning_rate, self.peak_epoch * steps_per_epoch, self.epochs * steps_per_epoch)
-        return optax.chain(optax.add_decayed_weights(self.weight_decay),
-                           optax.sgd(schedule, momentum=self.momentum or None))
+    def optimizer(self, steps_per_epoch: int) -> OptimizerSpec:
+        """SGD with momentum and coupled weight decay, one-cycle 0 -> learning_rate at peak_epoch -> 0."""
+        return OptimizerSpec('sgd', self.learning_rate, 'onecycle', self.epochs, steps_per_epoch, self.peak_epoch,
+                             momentum=self.momentum, weight_decay=self.weight_decay)
 
 
 def run(run: Run, s: Settings, context: Context) -> None:
@@ -94,18 +98,11 @@ def run(run: Run, s: Settings, context: Context) -> None:
                 f'each, BatchNorm {s.batchnorm}')
 
     rows = []
+    runner, lifting = run.runner, context.lifting(len(noisy))
     bar = context.progress(len(units) * s.epochs, 'retraining epochs')
     for unit in units:
-        trainer = StageTrainer(model, data.mean, data.std, unit, s.optimizer(steps_per_epoch), s.batch_size,
-                               s.strategy, len(noisy), s.seed, batchnorm=s.batchnorm)
-        start = model.replace_unit(final, unit, initial)
-        variables, opt_state = trainer.prepare(start)
-        for epoch in range(s.epochs + 1):
-            if epoch > 0:
-                variables, opt_state, _ = trainer.epoch(variables, opt_state, pool.images, labels, clean_sets,
-                                                        epoch)
-                bar.update(1)
-            predictions = trainer.predict(variables, eval_pool.images)
+        def evaluate(epoch: int, variables) -> None:
+            predictions = runner.predict_all(variables, eval_pool.images, lifting)
             train, test = eval_pool.part(predictions, 'train'), eval_pool.part(predictions, 'test')
             for k, i in enumerate(noisy):
                 metrics = training_metrics(train[k], run.noise['labels'][i, :n_eval],
@@ -113,6 +110,14 @@ def run(run: Run, s: Settings, context: Context) -> None:
                                            test[k], data.test_labels)
                 rows.append({'granularity': s.granularity, 'unit': unit.name, 'epoch': epoch,
                              'batchnorm': s.batchnorm, **run.row(i), **metrics})
+            if epoch:
+                bar.update(1)
+
+        start = model.replace_unit(final, unit, initial)
+        evaluate(0, start)
+        train_unit(runner, start, unit, s.optimizer(steps_per_epoch), batch_size=s.batch_size, pool=pool.images,
+                   labels=labels, indices=clean_sets, epochs=s.epochs, seed=s.seed, lifting=lifting,
+                   batchnorm=s.batchnorm, after_epoch=evaluate)
         context.log(f'  retraining {unit.name}: clean {rows[-1]["clean_accuracy"]:.3f}, '
             f'memorization {rows[-1]["memorization_accuracy"]:.3f} after {s.epochs} epochs')
     bar.close()

@@ -19,11 +19,11 @@ configs rewind stages, the units their manifolds are measured on.
 from __future__ import annotations
 
 import dataclasses
+from typing import ClassVar
 import os
-from memjax.analysis.evaluation import Evaluator, training_metrics
-from memjax.analysis.lifting import STRATEGIES
+from memjax.analysis.evaluation import training_metrics
 from memjax.analysis.localization.layer_groups import chosen_units, granularity_setting
-from memjax.analysis.settings import AnalysisSettings, Context, setting
+from memjax.analysis.settings import AT_LEAST_1, AnalysisSettings, Context, NON_NEGATIVE, setting
 from memjax.report import p3_plots
 from memjax.report.tables import write_csv
 from memjax.run import Run
@@ -35,12 +35,14 @@ NAME = 'rewinding'
 class Settings(AnalysisSettings):
     """`analysis.rewinding`: units of the final model set back to earlier epochs (P3 section 5.1)."""
 
+    KEY: ClassVar[str] = 'rewinding'
+    SMOKE: ClassVar[dict] = dict(num_train=64, num_test=64)
+
     granularity: str = granularity_setting()
-    epochs: tuple = setting((), 'kept epochs to rewind to (empty: all)')
-    num_train: int | None = setting(None, 'training examples evaluated (None: all)')
-    num_test: int | None = setting(None, 'test examples evaluated (None: all)')
+    epochs: tuple = setting((), 'kept epochs to rewind to (empty: all)', range=NON_NEGATIVE)
+    num_train: int | None = setting(None, 'training examples evaluated (None: all)', range=AT_LEAST_1)
+    num_test: int | None = setting(None, 'test examples evaluated (None: all)', range=AT_LEAST_1)
     last_k: bool = setting(True, 'also rewind the last k units together (P5)')
-    strategy: str = setting('loop', 'vmap or loop over replicas', choices=STRATEGIES)
 
 
 def rewound(model, final: dict, past: dict, units) -> dict:
@@ -59,7 +61,7 @@ def run(run: Run, s: Settings, context: Context) -> None:
     m = min(s.num_test or data.test_labels.size, data.test_labels.size)
     pool = run.image_pool('train', 'test', limits={'train': n, 'test': m})
     noise = run.noise
-    evaluator = Evaluator(model, data.mean, data.std, s.strategy, len(run.replicas))
+    runner, lifting = run.runner, context.lifting(len(run.replicas))
     final = run.variables(final_epoch)
     units = chosen_units(model, s.granularity)
     names = [u.name for u in units]
@@ -68,7 +70,7 @@ def run(run: Run, s: Settings, context: Context) -> None:
                 + (f', and the last k units for k = 1..{len(units) - 1}' if s.last_k else ''))
 
     def rows_for(variables, mode: str, what: str, epoch: int) -> list[dict]:
-        predictions = evaluator.predict(variables, pool.images)
+        predictions = runner.predict_all(variables, pool.images, lifting)
         train, test = pool.part(predictions, 'train'), pool.part(predictions, 'test')
         out = []
         for i in range(len(run.replicas)):

@@ -40,12 +40,13 @@ shared structure can be measured), never NaN.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from typing import Callable
 
 import jax
 import jax.numpy as jnp
-import numpy as np
+from memjax.engine.lifting import Lifting, lift, stacked
 
 HIGHEST = jax.lax.Precision.HIGHEST
 _TINY = 1e-30
@@ -226,20 +227,33 @@ def cka_from_sums(xy: jax.Array, xx: jax.Array, yy: jax.Array) -> jax.Array:
     return _safe_cka(xy, xx[..., :, None], yy[..., None, :])
 
 
-@functools.partial(jax.jit, static_argnames=('kernel', 'debiased'))
+@dataclasses.dataclass(frozen=True)
+class AllPairs:
+    """CKA [La, Lb] of every layer of one model A against every layer of one model B (lifted over replicas)."""
+
+    kernel: str = 'linear'
+    debiased: bool = False
+    bandwidth: float = 0.5
+
+    def __call__(self, features_a: tuple, features_b: tuple) -> jax.Array:
+        ga = stacked_grams(features_a, self.kernel, self.debiased, self.bandwidth)
+        gb = stacked_grams(features_b, self.kernel, self.debiased, self.bandwidth)
+        return cka_from_sums(*pair_sums(ga, gb))
+
+
 def cka_all_pairs(features_a: tuple, features_b: tuple, kernel: str = 'linear', debiased: bool = False,
-                  bandwidth: float = 0.5) -> jax.Array:
+                  bandwidth: float = 0.5, lifting: Lifting | str = 'vmap') -> jax.Array:
     """Every layer of model A against every layer of model B, for all replicas, in one call.
 
     Args:
       features_a: tuple of La arrays [R, N, ...] (layer l of each of R replicas).
       features_b: tuple of Lb arrays [R, N, ...].
+      lifting: how the R replicas are lifted (`memjax.engine.lifting`).
     Returns:
       CKA [R, La, Lb]. Each layer's Gram is formed once and reused for all pairs.
     """
-    grams = jax.vmap(lambda *fs: stacked_grams(fs, kernel, debiased, bandwidth))
-    ga, gb = grams(*features_a), grams(*features_b)
-    return cka_from_sums(*pair_sums(ga, gb))
+    program = lift(AllPairs(kernel, debiased, float(bandwidth)), ('features_a', 'features_b'), lifting)
+    return stacked(program(features_a=tuple(features_a), features_b=tuple(features_b)))
 
 
 class MinibatchCKA:

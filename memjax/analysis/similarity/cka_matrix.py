@@ -14,6 +14,7 @@ Memory: the two models' Grams (see `representations`).
 from __future__ import annotations
 
 import dataclasses
+from typing import ClassVar
 import os
 
 import numpy as np
@@ -34,14 +35,25 @@ USES = ('cka',)
 class Settings(AnalysisSettings):
     """`analysis.cka_matrix`: which model pairs are compared."""
 
+    KEY: ClassVar[str] = 'cka_matrix'
+
     pairs: tuple = setting((), '(((r_a, seed_a, epoch_a), (r_b, seed_b, epoch_b)), ...); epoch -1 = final; '
-                               'empty: each noisy replica vs its clean partner')
+                               'empty: each noisy replica vs its clean partner',
+                    range="((r, seed, epoch), (r, seed, epoch)) pairs of the run's replicas")
 
     def validate(self) -> None:
         for pair in self.pairs:
             if len(pair) != 2 or any(len(spec) != 3 for spec in pair):
                 raise ConfigError(f"analysis.cka_matrix.pairs has {pair!r}; each pair is "
                                   "((r_a, seed_a, epoch_a), (r_b, seed_b, epoch_b))")
+
+    def check_data(self, data) -> None:
+        replicas = set(zip(data.noise_ratios, data.seeds))
+        for pair in self.pairs:
+            for ratio, seed, _ in pair:
+                if not any(abs(ratio - r) < 1e-9 and seed == s for r, s in replicas):
+                    raise self.error('pairs', f"names replica r={ratio:g}, seed={seed}, which this run does not "
+                                     f"have; its replicas: {', '.join(f'(r={r:g}, seed={s})' for r, s in replicas)}")
 
 
 def _model_key(run: Run, spec) -> tuple[int, int]:
@@ -71,7 +83,7 @@ def cka_matrices(run: Run, settings: CkaSettings, pairs: list[tuple], log=lambda
     """For each pair (a, b) of (replica, epoch) models, in the order given: (a, b, {'cka': [L, L]} (plus
     'cka_debiased' [L, L] in full batch) between all units of model a (rows) and of model b (columns),
     unit names [L]). Two models' Grams are held; a model shared by consecutive pairs is formed once."""
-    maker = GramMaker(run.model, run.dataset.mean, run.dataset.std, settings)
+    maker = GramMaker(run.runner, settings)
     images = split_images(run, settings)
     check_memory(maker, 2, images.shape[1:], log)
     held: dict[tuple, list] = {}

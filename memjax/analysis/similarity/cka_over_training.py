@@ -68,8 +68,7 @@ def cka_over_training(run: Run, settings: CkaSettings, targets: list[list[int]],
       ([{'cka': [R, L, T]} (plus 'cka_debiased' [R, L, T] in full batch) for each target list],
        epochs [T], unit names [L]).
     """
-    model, data = run.model, run.dataset
-    maker = GramMaker(model, data.mean, data.std, settings)
+    maker = GramMaker(run.runner, settings)
     images = split_images(run, settings)
     epochs = run.kept_epochs(settings.epochs, 'analysis.cka.epochs')
     final_epoch = run.final_epoch()

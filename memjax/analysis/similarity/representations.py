@@ -27,6 +27,7 @@ only L (ResNet-18: 10 stages; 29 layer units, 21 layers and 8 block outputs).
 from __future__ import annotations
 
 import dataclasses
+from typing import ClassVar
 import os
 
 import jax
@@ -34,8 +35,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from memjax.analysis.similarity.cka import MinibatchCKA, blockwise_grams, full_batch_cka, stacked_grams
-from memjax.data.pipeline import normalize
-from memjax.analysis.settings import AnalysisSettings, setting
+from memjax.analysis.settings import AT_LEAST_1, AnalysisSettings, NON_NEGATIVE, POSITIVE, Range, setting
+from memjax.engine.runner import ModelRunner
 from memjax.errors import ConfigError
 from memjax.models import StagedModel
 from memjax.models.units import Unit
@@ -50,21 +51,26 @@ GRANULARITIES = ('stage', 'layer')
 class CkaSettings(AnalysisSettings):
     """How representations are compared (config: `analysis.cka`; read by every CKA analysis)."""
 
+    KEY: ClassVar[str] = 'cka'
+    SMOKE: ClassVar[dict] = dict(num_examples=32, forward_batch=32, minibatch_size=None)
+
     split: str = setting('test', 'examples the representations are computed on', choices=SPLITS)
-    num_examples: int = setting(1000, 'examples used (the first of the split)')
+    num_examples: int = setting(1000, 'examples used (the first of the split)', range=Range(4))
     estimator: str = setting('linear', 'CKA estimator', choices=ESTIMATORS)
-    bandwidth: float = setting(0.5, 'rbf: sigma^2 = bandwidth^2 x median squared distance (Kornblith et al.)')
+    bandwidth: float = setting(0.5, 'rbf: sigma^2 = bandwidth^2 x median squared distance (Kornblith et al.)',
+                               range=POSITIVE)
     pooling: str = setting('flatten', 'conv maps: flatten (the papers) or spatial mean', choices=POOLINGS)
     minibatch_size: int | None = setting(None, 'minibatch CKA over batches of this size, debiased estimators only '
                                                '(None: full batch, each unit\'s N x N Gram accumulated blockwise, '
-                                               'L x N^2 x 4 bytes per model held)')
+                                               'L x N^2 x 4 bytes per model held)', range=Range(4))
     forward_batch: int = setting(500, 'examples per forward pass (full batch: the block of examples, two blocks\' '
-                                      'features held at a time)')
+                                      'features held at a time)', range=AT_LEAST_1)
     granularity: str = setting('stage', 'units compared: stages (a residual block is one) or layers (each conv+BN '
                                         'and linear layer, e.g. layer1.0.conv_bn1, and each residual block\'s '
                                         'output after the skip addition, e.g. layer1.0)', choices=GRANULARITIES)
-    stages: tuple = setting((), 'unit names to compare, stages or layers as granularity says (empty: all)')
-    epochs: tuple = setting((), 'kept epochs to use (empty: all)')
+    stages: tuple = setting((), 'unit names to compare, stages or layers as granularity says (empty: all)',
+                            range='unit names of the model')
+    epochs: tuple = setting((), 'kept epochs to use (empty: all)', range=NON_NEGATIVE)
 
     @property
     def kernel(self) -> str:
@@ -85,13 +91,10 @@ class CkaSettings(AnalysisSettings):
         return f'{self.estimator} CKA, minibatches of {self.minibatch_size}'
 
     def validate(self) -> None:
-        self.positive('num_examples', 'forward_batch')
         batch = self.minibatch_size or self.num_examples
         if self.num_examples % batch:
             raise ConfigError(f"analysis.cka.num_examples={self.num_examples} must be a multiple of "
                               f"analysis.cka.minibatch_size={batch}")
-        if batch < 4:
-            raise ConfigError(f"analysis.cka needs at least 4 examples per batch, got {batch}")
         if batch < self.num_examples and not self.debiased:
             raise ConfigError(f"analysis.cka.estimator={self.estimator!r} is biased and drifts with the batch size "
                               f"under analysis.cka.minibatch_size={batch}; use a *debiased estimator or no minibatch")
@@ -155,33 +158,20 @@ class GramMaker:
       feature_size: sum over the units of their features' width D_l (per example).
     """
 
-    def __init__(self, model: StagedModel, mean: np.ndarray, std: np.ndarray, settings: CkaSettings):
-        self.settings = settings
-        self.units = cka_units(model, settings)
+    def __init__(self, runner: ModelRunner, settings: CkaSettings):
+        self.settings, self.runner = settings, runner
+        self.units = cka_units(runner.model, settings)
         self.names = tuple(u.name for u in self.units)
-        outputs = tuple(u.output for u in self.units)
-        stop = max(model.stage_index(u.paths[-1][0]) for u in self.units) + 1
-        pooling = settings.pooling
-        mean, std = jnp.asarray(mean), jnp.asarray(std)
-
-        def capture(variables, images):
-            run = model.apply(variables, normalize(images, mean, std, model.dtype), stop=stop, capture=outputs)
-            out = []
-            for name in outputs:
-                f = run.features[name].astype(jnp.float32)
-                if pooling == 'mean' and f.ndim > 2:
-                    f = jnp.mean(f, axis=tuple(range(1, f.ndim - 1)))
-                out.append(f.reshape(f.shape[0], -1))
-            return tuple(out)
-
-        self._capture = jax.jit(capture)
-        self._model, self._stop, self._capture_fn = model, stop, capture
+        self._static = dict(outputs=tuple(u.output for u in self.units), pooling=settings.pooling)
+        self._capture = runner.jitted('features', **self._static)
 
     def feature_size(self, image_shape: tuple) -> int:
         """sum_l D_l for images of `image_shape` [H, W, C] (shapes only, nothing computed)."""
-        variables = jax.eval_shape(lambda: self._model.init(jax.random.PRNGKey(0), tuple(image_shape)))
+        model = self.runner.model
+        variables = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), tuple(image_shape)))
         images = jax.ShapeDtypeStruct((1, *image_shape), jnp.uint8)
-        return sum(int(f.shape[-1]) for f in jax.eval_shape(self._capture_fn, variables, images))
+        shapes = jax.eval_shape(lambda v, x: self.runner.features(v, x, **self._static), variables, images)
+        return sum(int(f.shape[-1]) for f in shapes)
 
     def features(self, variables, images: np.ndarray) -> tuple:
         """Unit features of uint8 images [n, H, W, C]: tuple of L arrays [n, D_l] (pooled or

@@ -18,18 +18,19 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from typing import ClassVar
 import jax.numpy as jnp
 import numpy as np
-import optax
 
-from memjax.analysis.lifting import STRATEGIES
-from memjax.analysis.settings import AnalysisSettings, Context, setting
-from memjax.analysis.stage_training import StageTrainer
+from memjax.analysis.settings import AT_LEAST_1, AnalysisSettings, Context, POSITIVE, SEED, setting
+from memjax.analysis.stage_training import train_unit
+from memjax.analysis.stitching.stitching import check_validation_split
 from memjax.errors import ConfigError
 from memjax.report.stage_plots import stage_accuracy_grid
 from memjax.report.tables import write_csv
 from memjax.run import Run
 from memjax.train.metrics import accuracy
+from memjax.train.state import OptimizerSpec
 
 NAME = 'finetune'
 DATASETS = ('val', 'noisy_true')
@@ -39,17 +40,19 @@ DATASETS = ('val', 'noisy_true')
 class Settings(AnalysisSettings):
     """`analysis.finetune`: one stage of each noisy model fine-tuned, all else frozen."""
 
-    epochs: int = setting(5, 'epochs of fine-tuning one stage')
-    learning_rate: float = setting(0.01, 'fine-tuning learning rate')
+    KEY: ClassVar[str] = 'finetune'
+    SMOKE: ClassVar[dict] = dict(epochs=1, batch_size=32, stages=('conv2',))
+
+    epochs: int = setting(5, 'epochs of fine-tuning one stage', range=AT_LEAST_1)
+    learning_rate: float = setting(0.01, 'fine-tuning learning rate', range=POSITIVE)
     optimizer: str = setting('sgd', 'sgd (momentum 0.9) or adam', choices=('sgd', 'adam'))
-    batch_size: int = setting(128, 'fine-tuning batch size')
-    stages: tuple = setting((), 'stages to fine-tune, one at a time (empty: all)')
-    datasets: tuple = setting(DATASETS, 'val: validation split; noisy_true: D_n^r with true labels')
-    strategy: str = setting('loop', 'vmap or loop over the noisy replicas', choices=STRATEGIES)
-    seed: int = setting(0, 'seed of the batch order')
+    batch_size: int = setting(128, 'fine-tuning batch size', range=AT_LEAST_1)
+    stages: tuple = setting((), 'stages to fine-tune, one at a time (empty: all)', range='stage names of the model')
+    datasets: tuple = setting(DATASETS, 'val: validation split; noisy_true: D_n^r with true labels',
+                              range=' and/or '.join(DATASETS))
+    seed: int = setting(0, 'seed of the batch order', range=SEED)
 
     def validate(self) -> None:
-        self.positive('epochs', 'batch_size')
         for name in self.datasets:
             if name not in DATASETS:
                 raise ConfigError(f"analysis.finetune.datasets has {name!r}; use 'val' and/or 'noisy_true'")
@@ -57,10 +60,16 @@ class Settings(AnalysisSettings):
     def check_model(self, model) -> None:
         model.select_stages(self.stages, 'analysis.finetune.stages')
 
-    def make_optimizer(self) -> optax.GradientTransformation:
-        if self.optimizer == 'adam':
-            return optax.adam(self.learning_rate)
-        return optax.sgd(self.learning_rate, momentum=0.9)
+    def check_config(self, config) -> None:
+        if 'val' in self.datasets:
+            check_validation_split(config.data.val_size, 'finetune')
+
+    def check_data(self, data) -> None:
+        if 'val' in self.datasets:
+            check_validation_split(data.split_sizes['val'], 'finetune')
+
+    def optimizer_spec(self) -> OptimizerSpec:
+        return OptimizerSpec(self.optimizer, self.learning_rate, 'constant', momentum=0.9)
 
 
 def run(run: Run, s: Settings, context: Context) -> None:
@@ -85,24 +94,21 @@ def run(run: Run, s: Settings, context: Context) -> None:
                 'memorization_accuracy': accuracy(train_part, run.noise['labels'][replica], mask)}
 
     rows = []
-    baseline = StageTrainer(model, data.mean, data.std, stages[0], s.make_optimizer(), s.batch_size, s.strategy,
-                            len(noisy))
-    before = baseline.predict(stacked, pool.images)
+    runner, lifting = run.runner, context.lifting(len(noisy))
+    before = runner.predict_all(stacked, pool.images, lifting)
     for k, replica in enumerate(noisy):
         rows.append({'data': 'none', **run.row(replica), 'stage': 'none', **evaluate(before[k], k)})
-    bar = context.progress(len(s.datasets) * len(stages) * s.epochs, 'finetune epochs')
+    bar = context.progress(len(s.datasets) * len(stages), 'finetune (data set, stage)')
+    units = {u.name: u for u in model.units('stage')}
     for dataset in s.datasets:
         for stage in stages:
-            trainer = StageTrainer(model, data.mean, data.std, stage, s.make_optimizer(), s.batch_size, s.strategy,
-                                   len(noisy), s.seed)
-            variables, opt_state = trainer.prepare(stacked)
-            for epoch in range(s.epochs):
-                variables, opt_state, _ = trainer.epoch(variables, opt_state, pool.images, labels,
-                                                        index_sets[dataset], epoch)
-                bar.update(1)
-            predictions = trainer.predict(variables, pool.images)
+            variables = train_unit(runner, stacked, units[stage], s.optimizer_spec(), batch_size=s.batch_size,
+                                   pool=pool.images, labels=labels, indices=index_sets[dataset], epochs=s.epochs,
+                                   seed=s.seed, lifting=lifting)
+            predictions = runner.predict_all(variables, pool.images, lifting)
             for k, replica in enumerate(noisy):
                 rows.append({'data': dataset, **run.row(replica), 'stage': stage, **evaluate(predictions[k], k)})
+            bar.update(1)
     bar.close()
     out = context.output
     columns = ('data', 'replica', 'noise_ratio', 'seed', 'stage', 'test_accuracy', 'noisy_true_accuracy',

@@ -8,14 +8,15 @@ and no update, and run in evaluation mode (their BatchNorm statistics are
 never touched). S trains on the run's validation split with its correct labels
 (never the training set), Adam by default.
 
-All K stitches of one point train together, lifted by a strategy (vmap: one
-compiled program; loop: one compiled single-stitch step per stitch). When all
-pairs share their base (clean-to-noisy: the clean model) or their head
-(noisy-to-clean), that model is passed once, unbatched.
+All K stitches of one point train together in the one fit loop
+(`memjax.engine.fit`), lifted as `train.strategy` says. When all pairs share
+their base (clean-to-noisy: the clean model) or their head (noisy-to-clean),
+that model is passed once, unbatched.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import jax
@@ -23,13 +24,14 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from memjax.analysis.stitching.stitch_layer import (StitchLayer, init_stitch, least_squares_params,
-                                          normal_equations)
-from memjax.data.pipeline import normalize
+from memjax.analysis.stitching.stitch_layer import StitchLayer, init_stitch, least_squares_params, normal_equations
+from memjax.engine.fit import Batches, fit
+from memjax.engine.lifting import Lifting, lift, stacked, take
+from memjax.engine.runner import ModelRunner
 from memjax.errors import ConfigError
 from memjax.models import StagedModel
-from memjax.train.step import cross_entropy
-from memjax.analysis.lifting import Lifted, take
+from memjax.train.state import OptimizerSpec, TrainState
+from memjax.train.trainable import weighted_cross_entropy
 
 
 # Input stems: not stitch points by default (P1/P2 stitch after layers/blocks).
@@ -70,119 +72,173 @@ def group_ends(stage_names) -> dict[int, str]:
     return dict(sorted(ends.items()))
 
 
+@dataclasses.dataclass(frozen=True)
+class StitchInit:
+    """S's initial variables from one stitch's key (lifted over the stitches)."""
+
+    layer: StitchLayer
+    activation_shape: tuple
+    init: str
+
+    def __call__(self, key):
+        return init_stitch(self.layer, self.activation_shape, key, self.init)
+
+
+@dataclasses.dataclass(frozen=True)
+class Stitched:
+    """The stitched model of ONE pair as single-model functions (value-hashable: lifted and cached).
+
+    `stitch` is S's variables ({'params', maybe 'batch_stats'}); `base`, `head` the variables of models A and
+    B; images uint8 [B, H, W, C].
+    """
+
+    runner: ModelRunner
+    point: int
+    layer: StitchLayer
+    optimizer: OptimizerSpec
+
+    def activation(self, variables, images):
+        """A's activation at the stitch point, float32 [B, ...]."""
+        x = self.runner.normalize(images)
+        return self.runner.model.apply(variables, x, stop=self.point).output.astype(jnp.float32)
+
+    def forward(self, stitch, base, head, images, train: bool):
+        """(logits [B, K], S's variables with updated BatchNorm statistics when training)."""
+        h = jax.lax.stop_gradient(self.activation(base, images))
+        if train and 'batch_stats' in stitch:
+            h, updates = self.layer.apply(stitch, h, train=True, mutable=['batch_stats'])
+            stitch = {**stitch, 'batch_stats': updates['batch_stats']}
+        else:
+            h = self.layer.apply(stitch, h, train=False)
+        model = self.runner.model
+        return model.apply(head, h.astype(model.dtype), start=self.point).output, stitch
+
+    def logits(self, stitch, base, head, images):
+        return self.forward(stitch, base, head, images, train=False)[0].astype(jnp.float32)
+
+    def predict(self, stitch, base, head, images):
+        return jnp.argmax(self.logits(stitch, base, head, images), axis=-1).astype(jnp.int32)
+
+    def normal_equations(self, base, head, images):
+        """Statistics of the least-squares fit of B's own activation from A's (see `normal_equations`)."""
+        return normal_equations(self.activation(base, images), self.activation(head, images))
+
+    def init(self, stitch) -> TrainState:
+        return TrainState(stitch['params'], stitch.get('batch_stats', {}), self.optimizer.build().init(stitch['params']))
+
+    def step(self, state: TrainState, *, idx, weights, epoch, step, images, labels, base, head):
+        """One step of S only on validation batch idx [B] (`memjax.engine.fit` trainable)."""
+        x, y = images[idx], labels[idx]
+
+        def loss_fn(params):
+            logits, new = self.forward({'params': params, 'batch_stats': state.batch_stats}, base, head, x, True)
+            return weighted_cross_entropy(logits, y, weights), new
+
+        (loss, new), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+        tx = self.optimizer.build()
+        updates, opt_state = tx.update(grads, state.opt_state, state.params)
+        return state.replace(params=optax.apply_updates(state.params, updates),
+                             batch_stats=new.get('batch_stats', {}), opt_state=opt_state), loss
+
+
 class StitchTrainer:
     """Trains and evaluates K stitched models at one point.
 
     Args:
-      model: the architecture of both A and B.
-      mean, std: input normalisation of the run.
+      runner: the architecture of both A and B with the run's normalisation.
       point: boundary l; base = stages [0, l).
       settings: the stitching analysis's Settings.
       base, head: variables of the K base models (A_k) and head models (B_k),
         stacked [K, ...], or a single model's variables when shared.
       shared: (base shared by all K, head shared by all K).
       size: K.
+      lifting: how the K stitches are lifted.
     """
 
-    def __init__(self, model: StagedModel, mean, std, point: int, settings,
-                 base, head, shared: tuple[bool, bool], size: int):
-        self.model, self.point, self.settings = model, point, settings
-        self.mean, self.std = jnp.asarray(mean), jnp.asarray(std)
-        self.lift = Lifted(settings.strategy, size)
-        self.shared = shared
+    def __init__(self, runner: ModelRunner, point: int, settings, base, head, shared: tuple[bool, bool], size: int,
+                 lifting: Lifting):
+        self.runner, self.point, self.settings = runner, point, settings
+        self.lifting, self.size, self.shared = lifting, size, shared
         self.base, self.head = base, head
-        self.tx = (optax.adam(settings.learning_rate) if settings.optimizer == 'adam'
-                   else optax.sgd(settings.learning_rate, momentum=0.9))
-        self._layer = None  # StitchLayer, sized on the first call of init()
+        self.optimizer = OptimizerSpec(settings.optimizer, settings.learning_rate, 'constant', momentum=0.9)
+        self.stitched: Stitched | None = None  # sized on the first call of init()
 
-    # Single-stitch functions (lifted over K) --------------------------------
-    def _activation(self, variables, images):
-        x = normalize(images, self.mean, self.std, self.model.dtype)
-        return self.model.apply(variables, x, stop=self.point).output.astype(jnp.float32)
+    def _models(self) -> tuple[tuple[str, ...], dict, dict]:
+        """(per-model argument names, per-model models, shared models) of base and head."""
+        own, common = {}, {}
+        for name, value, is_shared in (('base', self.base, self.shared[0]), ('head', self.head, self.shared[1])):
+            (common if is_shared else own)[name] = value
+        return tuple(own), own, common
 
-    def _logits(self, stitch, base, head, images, train: bool):
-        h = jax.lax.stop_gradient(self._activation(base, images))
-        if train and 'batch_stats' in stitch:
-            h, updates = self._layer.apply(stitch, h, train=True, mutable=['batch_stats'])
-            stitch = {**stitch, 'batch_stats': updates['batch_stats']}
-        else:
-            h = self._layer.apply(stitch, h, train=False)
-        return self.model.apply(head, h.astype(self.model.dtype), start=self.point).output, stitch
-
-    def _train_step(self, stitch, opt_state, base, head, images, labels):
-        def loss_fn(params):
-            logits, new = self._logits({**stitch, 'params': params}, base, head, images, train=True)
-            return cross_entropy(logits, labels), new
-        (loss, new), grads = jax.value_and_grad(loss_fn, has_aux=True)(stitch['params'])
-        updates, opt_state = self.tx.update(grads, opt_state, stitch['params'])
-        return {**new, 'params': optax.apply_updates(stitch['params'], updates)}, opt_state, loss
-
-    def _init_optimizer(self, stitch):
-        return self.tx.init(stitch['params'])
-
-    def _predict(self, stitch, base, head, images):
-        return jnp.argmax(self._eval_logits(stitch, base, head, images), axis=-1).astype(jnp.int32)
-
-    def _eval_logits(self, stitch, base, head, images):
-        return self._logits(stitch, base, head, images, train=False)[0]
-
-    def _normal_equations(self, base, target, images):
-        return normal_equations(self._activation(base, images), self._activation(target, images))
+    def _lift(self, fn, extra: tuple[str, ...] = ()):
+        names, own, common = self._models()
+        return lift(fn, (*extra, *names), self.lifting), {**own, **common}
 
     # Lifted operations -------------------------------------------------------
     def init(self, val_images: np.ndarray) -> Any:
         """S variables for the K stitches, stacked [K, ...], initialised as configured."""
         first = self.base if self.shared[0] else take(self.base, 0)
-        probe = self._activation(first, jnp.asarray(val_images[:2]))
-        self._layer = StitchLayer(probe.shape[-1], self.settings.batchnorm)
-        keys = jax.random.split(jax.random.PRNGKey(self.settings.seed), self.lift.size)
-        stacked = jax.vmap(lambda key: init_stitch(self._layer, probe.shape, key, self.settings.init))(keys)
+        runner = self.runner
+        probe = Stitched(runner, self.point, StitchLayer(1), self.optimizer).activation(first, jnp.asarray(val_images[:2]))
+        layer = StitchLayer(probe.shape[-1], self.settings.batchnorm)
+        self.stitched = Stitched(runner, self.point, layer, self.optimizer)
+        keys = jax.random.split(jax.random.PRNGKey(self.settings.seed), self.size)
+        stacked_s = stacked(lift(StitchInit(layer, tuple(probe.shape), self.settings.init), ('key',),
+                                 self.lifting)(key=keys))
         if self.settings.init == 'least_squares':
-            stacked = self._fit_least_squares(stacked, val_images)
-        return stacked
+            stacked_s = self._fit_least_squares(stacked_s, val_images)
+        return stacked_s
 
-    def _fit_least_squares(self, stacked, val_images):
+    def _fit_least_squares(self, stacked_s, val_images):
         # Y is B's own activation at the stitch point: the head model's prefix on the same images.
+        program, models = self._lift(self.stitched.normal_equations)
         xtx = xty = 0.0
         for i in range(0, val_images.shape[0], self.settings.eval_batch_size):
             batch = jnp.asarray(val_images[i:i + self.settings.eval_batch_size])
-            a, b = self.lift(self._normal_equations, (not self.shared[0], not self.shared[1], False),
-                             self.base, self.head, batch)
+            a, b = stacked(program(images=batch, **models))
             xtx, xty = xtx + np.asarray(a), xty + np.asarray(b)
-        fitted = [least_squares_params(xtx[k], xty[k]) for k in range(self.lift.size)]
-        params = dict(stacked['params'])
+        fitted = [least_squares_params(xtx[k], xty[k]) for k in range(self.size)]
+        params = dict(stacked_s['params'])
         params['map'] = jax.tree_util.tree_map(lambda *xs: jnp.stack(xs), *fitted)
-        return {**stacked, 'params': params}
+        return {**stacked_s, 'params': params}
 
     def train(self, stitch, images: jax.Array, labels: jax.Array) -> tuple[Any, list[np.ndarray]]:
         """Trains S on (images uint8 [V, ...], labels [V]); returns (S, mean loss [K] per epoch)."""
         s = self.settings
-        batched = (True, True, not self.shared[0], not self.shared[1], False, False)
-        opt_state = self.lift(self._init_optimizer, (True,), stitch)
         steps = images.shape[0] // s.batch_size
         if steps == 0:
             raise ConfigError(f"analysis.stitching.batch_size={s.batch_size} is larger than the "
                               f"{images.shape[0]} validation examples; lower it")
+        state = lift(self.stitched.init, ('stitch',), self.lifting)(stitch=stitch)
+        names, own, common = self._models()
         losses = []
-        for epoch in range(s.epochs):
-            order = jax.random.permutation(jax.random.fold_in(jax.random.PRNGKey(s.seed), epoch),
-                                           images.shape[0])
-            total = 0.0
-            for step in range(steps):
-                idx = order[step * s.batch_size:(step + 1) * s.batch_size]
-                stitch, opt_state, loss = self.lift(self._train_step, batched, stitch, opt_state, self.base,
-                                                    self.head, images[idx], labels[idx])
-                total = total + loss
-            losses.append(np.asarray(total) / steps)
-        return stitch, losses
+
+        class Losses:
+            def after_epoch(self, fit_run, epoch, state, epoch_losses):
+                losses.append(epoch_losses)
+                return state
+
+        def batches(epoch: int) -> Batches:
+            order = jax.random.permutation(jax.random.fold_in(jax.random.PRNGKey(s.seed), epoch - 1), images.shape[0])
+            return Batches(order[:steps * s.batch_size].astype(jnp.int32), np.full(self.size, steps))
+
+        state = fit(self.stitched, state, epochs=range(1, s.epochs + 1), batches=batches, own=own,
+                    common={**common, 'images': images, 'labels': labels}, lifting=self.lifting,
+                    batch_size=s.batch_size, hooks=[Losses()])
+        state = stacked(state)
+        out = {'params': state.params}
+        if state.batch_stats:
+            out['batch_stats'] = state.batch_stats
+        return out, losses
 
     def logits(self, stitch, images: jax.Array) -> np.ndarray:
         """float32 [K, B, C] logits of the stitched models on one batch of images [B, ...]."""
-        return np.asarray(self.lift(self._eval_logits, (True, not self.shared[0], not self.shared[1], False),
-                                    stitch, self.base, self.head, images))
+        program, models = self._lift(self.stitched.logits, ('stitch',))
+        return np.asarray(stacked(program(stitch=stitch, images=images, **models)))
 
     def predict(self, stitch, images: jax.Array) -> np.ndarray:
         """int32 [K, P] predictions of the stitched models on images [P, ...]."""
-        return self.lift.batched_over(self._predict, (True, not self.shared[0], not self.shared[1]), images,
-                                      stitch, self.base, self.head, batch=self.settings.eval_batch_size,
-                                      image_position=3)
+        program, models = self._lift(self.stitched.predict, ('stitch',))
+        b = self.settings.eval_batch_size
+        return np.concatenate([np.asarray(stacked(program(stitch=stitch, images=images[i:i + b], **models)))
+                               for i in range(0, images.shape[0], b)], axis=1)

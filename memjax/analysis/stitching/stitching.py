@@ -30,14 +30,13 @@ layer4.{n-1} (ResNets); the stem boundary only with `include_stem=True`
 from __future__ import annotations
 
 import dataclasses
+from typing import ClassVar
 import os
 
 import jax.numpy as jnp
 import numpy as np
 
-from memjax.analysis.evaluation import Evaluator
-from memjax.analysis.lifting import STRATEGIES
-from memjax.analysis.settings import AnalysisSettings, Context, setting
+from memjax.analysis.settings import AT_LEAST_1, FRACTION, NON_NEGATIVE, SEED, AnalysisSettings, Context, setting
 from memjax.analysis.stitching.critical_depths import critical_depths
 from memjax.analysis.stitching.stitch_trainer import StitchTrainer, group_ends, stitch_points
 from memjax.errors import ConfigError
@@ -56,28 +55,49 @@ INITS = ('least_squares', 'identity', 'random')
 class Settings(AnalysisSettings):
     """`analysis.stitching`: how stitch layers are placed, trained and judged."""
 
-    epochs: int = setting(10, 'epochs of stitch-layer training on the validation split')
-    learning_rate: float = setting(1e-3, 'stitch-layer learning rate')
-    batch_size: int = setting(128, 'stitch-layer batch size')
+    KEY: ClassVar[str] = 'stitching'
+    SMOKE: ClassVar[dict] = dict(epochs=1, batch_size=32, eval_batch_size=64, points=('conv2',))
+
+    epochs: int = setting(10, 'epochs of stitch-layer training on the validation split', range=AT_LEAST_1)
+    learning_rate: float = setting(1e-3, 'stitch-layer learning rate (0: S stays as initialised, e.g. the '
+                                   'least-squares fit)', range=NON_NEGATIVE)
+    batch_size: int = setting(128, 'stitch-layer batch size (at most the validation split)', range=AT_LEAST_1)
     optimizer: str = setting('adam', 'stitch-layer optimizer (sgd: momentum 0.9)', choices=('adam', 'sgd'))
     init: str = setting('least_squares', 'initialisation of S', choices=INITS)
     batchnorm: bool = setting(False, 'BN -> S -> BN (Bansal et al.)')
-    points: tuple = setting((), 'stages after which to stitch (empty: every boundary but the last and the stem)')
+    points: tuple = setting((), 'stages after which to stitch (empty: every boundary but the last and the stem)',
+                            range='stage names of the model')
     include_stem: bool = setting(False, "default points: also stitch after the input stem (ResNet 'stem')")
-    strategy: str = setting('loop', 'how the stitches of one point are trained together', choices=STRATEGIES)
-    memorization_tolerance: float = setting(0.05, '"near chance": memorization accuracy <= 1/K + this')
-    generalization_tolerance: float = setting(0.02, '"matches": test accuracy >= clean test accuracy - this')
-    seed: int = setting(0, 'seed of S initialisation and batch order')
-    eval_batch_size: int = setting(1000, 'examples per evaluation batch')
+    memorization_tolerance: float = setting(0.05, '"near chance": memorization accuracy <= 1/K + this',
+                                            range=FRACTION)
+    generalization_tolerance: float = setting(0.02, '"matches": test accuracy >= clean test accuracy - this',
+                                              range=FRACTION)
+    seed: int = setting(0, 'seed of S initialisation and batch order', range=SEED)
+    eval_batch_size: int = setting(1000, 'examples per evaluation batch', range=AT_LEAST_1)
 
     def validate(self) -> None:
-        self.positive('epochs', 'batch_size', 'eval_batch_size')
         if self.batchnorm and self.init == 'least_squares':
             raise ConfigError("analysis.stitching.init='least_squares' fits the plain stitch layer; with "
                               "batchnorm=True use init='identity' or 'random'")
 
     def check_model(self, model) -> None:
         stitch_points(model, self.points, self.include_stem)
+
+    def check_config(self, config) -> None:
+        check_validation_split(config.data.val_size, 'stitching', self.batch_size)
+
+    def check_data(self, data) -> None:
+        check_validation_split(data.split_sizes['val'], 'stitching', self.batch_size)
+
+
+def check_validation_split(val_size: int | None, analysis: str, batch_size: int | None = None) -> None:
+    """One error line when the validation split (data.val_size; None: the default) cannot train `analysis`."""
+    if val_size == 0:
+        raise ConfigError(f"data.val_size=0 leaves no validation split, which {analysis} trains on; set "
+                          "--config.data.val_size to a positive number (or None for the default)")
+    if batch_size is not None and val_size is not None and val_size < batch_size:
+        raise ConfigError(f"analysis.{analysis}.batch_size={batch_size} is larger than the {val_size} validation "
+                          f"examples it trains on (data.val_size); lower it")
 
 
 def model_metrics(predictions: np.ndarray, pool: ImagePool, run: Run, noisy: int) -> dict:
@@ -100,12 +120,13 @@ def run(run: Run, settings: Settings, context: Context) -> None:
     chance = 1.0 / data.num_classes
     groups = run.seed_groups('stitching')
     context.log(f'stitching: {len(points)} points x 2 directions x {sum(len(g[1]) for g in groups)} noisy replicas, '
-        f'S trained {settings.epochs} epochs on {val_labels.size} validation examples ({settings.strategy})')
+        f'S trained {settings.epochs} epochs on {val_labels.size} validation examples ({context.strategy})')
 
     baselines, rows = [], []
     involved = sorted({i for clean, noisy in groups for i in [clean, *noisy]})
-    evaluator = Evaluator(model, data.mean, data.std, 'loop', len(involved), settings.eval_batch_size)
-    unstitched = dict(zip(involved, evaluator.predict(stack(involved), pool.images)))
+    runner = run.runner
+    unstitched = dict(zip(involved, runner.predict_all(stack(involved), pool.images, context.lifting(len(involved)),
+                                                       settings.eval_batch_size)))
     for clean, noisy in groups:
         for i in noisy:
             rep = run.replicas[i]
@@ -120,8 +141,8 @@ def run(run: Run, settings: Settings, context: Context) -> None:
                 (stack(noisy), replica(clean))
             shared = (True, False) if direction == 'clean_to_noisy' else (False, True)
             for point in points:
-                trainer = StitchTrainer(model, data.mean, data.std, point, settings, base, head, shared,
-                                        len(noisy))
+                trainer = StitchTrainer(runner, point, settings, base, head, shared, len(noisy),
+                                        context.lifting(len(noisy)))
                 stitch = trainer.init(data.val_images)
                 before = trainer.predict(stitch, pool.images)
                 stitch, losses = trainer.train(stitch, val_images, val_labels)
