@@ -18,9 +18,10 @@ instead of width 64, 30 epochs and 100 x 1000).
 
 Command (the data comes from Debian's dataset-fashion-mnist package):
     python -m memjax.main --config=configs/fashion_mnist_p4.py --workdir=runs/fashion_mnist_p4
-Expected time: training took about 20 min on a loaded 2-core CPU (2026-11-25); the
-dissimilarity analysis has not been timed end to end on a CPU (a width-64
-DCGAN took 2.5 min per epoch there, hence the smaller generator here).
+Expected time: training took 92 min and the analyses about 16 min (the DCGAN
+6.5 min) on a heavily loaded, shared 2-core CPU (2026-12-06, with
+--config.train.strategy=loop); an unloaded one takes a fraction of that (a
+width-64 DCGAN took 2.5 min per epoch there, hence the smaller generator here).
 """
 
 from memjax.experiment import base_config

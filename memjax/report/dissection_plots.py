@@ -77,7 +77,7 @@ def dissimilarity_vs_noise(path: str, series: dict[str, dict[float, tuple[float,
                     capsize=3, label=f'seeds, {name}', linestyle='-' if name == 'same X_R' else '--')
     ax.set_xlabel('noise ratio r')
     ax.set_ylabel('Dist between seeds (nats)')
-    ax.set_title(title)
+    ax.set_title(title, fontsize=9)
     ax.legend(fontsize=7)
     ax.grid(alpha=0.3)
     fig.tight_layout()
