@@ -87,8 +87,57 @@ def test_config_defaults_are_the_dataclass_defaults():
 
 
 def test_readme_tables_are_generated_from_the_settings():
+    import importlib.util
+    spec = importlib.util.spec_from_file_location('config_keys', PACKAGE.parent / 'scripts' / 'config_keys.py')
+    config_keys = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(config_keys)
     readme = (PACKAGE.parent / 'README.md').read_text()
-    match = re.search(r'<!-- analysis-keys:begin -->\n(.*?)<!-- analysis-keys:end -->', readme, re.S)
-    assert match, 'README lacks the analysis-keys markers'
-    assert match.group(1).strip() == registry.markdown_tables().strip(), (
-        'README analysis key tables are stale; regenerate with: python scripts/analysis_keys.py --write')
+    for name, make in config_keys.BLOCKS.items():
+        match = re.search(rf'<!-- {name}:begin -->\n(.*?)<!-- {name}:end -->', readme, re.S)
+        assert match, f'README lacks the {name} markers'
+        assert match.group(1).strip() == make().strip(), (
+            f'README {name} tables are stale; regenerate with: python scripts/config_keys.py --write')
+
+
+def _module_graph() -> dict[str, set[str]]:
+    """module -> the memjax modules it imports (`from package import module` is an edge to the module)."""
+    modules = {'memjax.' + '.'.join(p.relative_to(PACKAGE).with_suffix('').parts).removesuffix('.__init__')
+               for p in PACKAGE.rglob('*.py')}
+    graph = {}
+    for path in sorted(PACKAGE.rglob('*.py')):
+        module = 'memjax.' + '.'.join(path.relative_to(PACKAGE).with_suffix('').parts)
+        edges = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith('memjax'):
+                subs = {f'{node.module}.{a.name}' for a in node.names} & modules
+                edges |= subs or {node.module}
+            elif isinstance(node, ast.Import):
+                edges |= {a.name for a in node.names if a.name.startswith('memjax.')}
+        graph[module.removesuffix('.__init__')] = edges
+    return graph
+
+
+def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Every import circle among memjax's modules (depth-first search, one path per circle found)."""
+    found, state = [], {}
+
+    def visit(node, path):
+        state[node] = 'open'
+        for nxt in sorted(graph.get(node, ())):
+            if nxt not in graph:
+                continue
+            if state.get(nxt) == 'open':
+                found.append(path[path.index(nxt):] + [nxt])
+            elif nxt not in state:
+                visit(nxt, path + [nxt])
+        state[node] = 'done'
+
+    for node in sorted(graph):
+        if node not in state:
+            visit(node, [node])
+    return found
+
+
+def test_no_import_circle_anywhere_even_inside_one_layer():
+    assert not _cycles(_module_graph()), 'import circles: ' + '; '.join(' -> '.join(c) for c in _cycles(_module_graph()))
+    assert _cycles({'a': {'b'}, 'b': {'a'}}) == [['a', 'b', 'a']]  # the search finds a circle when there is one

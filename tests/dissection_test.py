@@ -16,6 +16,7 @@ from memjax.analysis.dissection.generator_training import GeneratorSettings, loa
 from memjax.train.input_gradients import (DEFINITIONS, Definition, InputGradientMeter, input_classifier,
                                           input_gradient_magnitude, loss_gradient, to_input_space)
 from memjax.data.pipeline import normalize
+from memjax.engine.runner import runner_for
 from memjax.errors import ConfigError, RunDirectoryError
 from memjax.models import build_model
 from memjax.models.dcgan import dcgan
@@ -240,8 +241,9 @@ def test_input_gradient_definitions_differ_by_the_channel_std_and_by_the_mode():
     assert not np.isclose(np.abs(np.asarray(g_pixels)).sum(), per_channel.sum(), rtol=0.1)
     stacked = stack_variables([variables, variables])
     both = jnp.stack([labels, labels])
-    p4 = InputGradientMeter(model, mean, std, images, both, 'train_normalised', batch_size=4)(stacked)
-    evaluation = InputGradientMeter(model, mean, std, images, both, 'eval_pixels')(stacked)
+    runner = runner_for(model, mean, std)
+    p4 = InputGradientMeter(runner, images, both, 'train_normalised', batch_size=4)(stacked)
+    evaluation = InputGradientMeter(runner, images, both, 'eval_pixels')(stacked)
     train_def = DEFINITIONS['train_normalised']
     assert train_def.train and train_def.space == 'normalised' and not DEFINITIONS['eval_pixels'].train
     z = jnp.asarray(to_input_space(images, mean, std, 'normalised'))

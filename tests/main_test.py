@@ -33,9 +33,9 @@ def cli(config_path, workdir, *flags, env=None):
 
 
 @pytest.mark.parametrize('flags,message', [
-    (['--config.data.source=raw', '--config.data.name=imagenet'], "unknown data.name 'imagenet'"),
-    (['--config.model.name=resnet7'], "unknown model.name 'resnet7'"),
-    (["--config.noise.ratios=(0.0,1.5)"], 'noise ratio 1.5 in noise.ratios is outside [0, 1]'),
+    (['--config.data.source=raw', '--config.data.name=imagenet'], "data.name='imagenet' is not one of mnist"),
+    (['--config.model.name=resnet7'], "model.name='resnet7' is not one of cnn, resnet9"),
+    (["--config.noise.ratios=(0.0,1.5)"], 'noise.ratios=(0.0, 1.5): each value must be [0, 1]'),
     (['--config.data.source=raw', '--config.data.name=cifar10', '--config.data.data_dir=/nonexistent'],
      "cifar10 raw files not found in data_dir='/nonexistent'"),
     (['--config.train.schedule=linear'], "train.schedule='linear' is not one of"),

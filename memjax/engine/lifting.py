@@ -70,9 +70,12 @@ def take(tree: Any, index: int) -> Any:
 
 
 def stacked(tree: Any) -> Any:
-    """Per-replica values as one tree of arrays [R, ...], from any lifting's layout."""
+    """Per-replica values as one tree of arrays [R, ...], from any lifting's layout (a program's tuple of
+    outputs under `loop` is a tuple of `Replicas`: each is stacked)."""
     if isinstance(tree, Replicas):
         return _stack(tuple(tree))
+    if isinstance(tree, tuple) and any(isinstance(x, Replicas) for x in tree):
+        return tuple(stacked(x) for x in tree)
     return tree
 
 

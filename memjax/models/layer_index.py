@@ -41,6 +41,13 @@ class LayerInfo(NamedTuple):
     channels: int
 
 
+def broadcast_mask(mask: jax.Array, x: jax.Array) -> jax.Array:
+    """A channel mask [C] or [B, C] shaped to multiply x: [B, ..., C]."""
+    if mask.ndim == 2 and x.ndim > 2:
+        mask = mask.reshape((mask.shape[0],) + (1,) * (x.ndim - 2) + (mask.shape[1],))
+    return mask.astype(x.dtype)
+
+
 def layer_name(stage: str, inner_path: tuple[str, ...]) -> str:
     return '.'.join((stage, *inner_path))
 
@@ -50,8 +57,6 @@ def intercept_layers(stage: str, masks: dict, capture, features: dict, seen: lis
     """While a stage module runs: multiply the outputs of the named layers by `masks[name]`
     (broadcast over the last axis), store those in `capture` into `features`, and
     append `(name, inner_path, output)` of every layer to `seen` (if given)."""
-    from memjax.models.stages import broadcast_mask  # stages imports this module
-
     def interceptor(next_fun, args, kwargs, context):
         module = context.module
         if context.method_name != '__call__' or type(module) not in LAYER_TYPES:

@@ -32,7 +32,7 @@ import jax.numpy as jnp
 
 from memjax.errors import ConfigError
 from memjax.models import layer_index
-from memjax.models.layer_index import LayerInfo
+from memjax.models.layer_index import LayerInfo, broadcast_mask
 from memjax.models.units import GRANULARITIES, Unit, model_units
 
 Variables = dict[str, Any]
@@ -53,13 +53,6 @@ class StageRun(NamedTuple):
     output: jax.Array
     batch_stats: dict
     features: dict
-
-
-def broadcast_mask(mask: jax.Array, x: jax.Array) -> jax.Array:
-    """A channel mask [C] or [B, C] shaped to multiply x: [B, ..., C]."""
-    if mask.ndim == 2 and x.ndim > 2:
-        mask = mask.reshape((mask.shape[0],) + (1,) * (x.ndim - 2) + (mask.shape[1],))
-    return mask.astype(x.dtype)
 
 
 @dataclasses.dataclass(frozen=True)

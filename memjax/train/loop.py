@@ -117,11 +117,11 @@ def train(config, workdir: str, log: Callable[[str], None] = print,
             stack.enter_context(run.locked())
         if run.status()['status'] == 'complete':
             if not run.has_metadata():
-                prepare_run(config, settings, run, stack)
+                prepare_run(config, run, stack)
                 log(f'repaired the metadata of {run.path}')
             log(f'run in {run.path} is complete (epoch {run.status()["epoch"]}); nothing to train')
             return run
-        setup = prepare_run(config, settings, run, stack, check_data)
+        setup = prepare_run(config, run, stack, check_data)
         checkpoints = Checkpoints(run.checkpoint_dir, async_save=settings.checkpoint.async_save)
         stack.push(lambda kind, error, trace: kind is not None and checkpoints.close(quiet=True))  # orbax threads
         _train(setup, checkpoints, log, faults)

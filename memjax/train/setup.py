@@ -13,7 +13,7 @@ from typing import Callable
 
 import numpy as np
 
-from memjax.config import RunSettings, to_dict
+from memjax.config import RunSettings, run_settings, to_dict
 from memjax.data.dataset import Dataset, load_dataset
 from memjax.data.facts import DataFacts, data_facts
 from memjax.data.noise import NoisyLabels, noisy_labels
@@ -60,7 +60,7 @@ def model_of(settings: RunSettings, num_classes: int, dtype: str | None = None) 
     return build_model(m.name, num_classes, m.width, dtype or m.dtype, depth=m.depth, heads=m.heads, patch=m.patch)
 
 
-def prepare_run(config, settings: RunSettings, run: RunDirectory, stack: contextlib.ExitStack | None = None,
+def prepare_run(config, run: RunDirectory, stack: contextlib.ExitStack | None = None,
                 check_data: Callable[[DataFacts], None] | None = None) -> Setup:
     """Loads data, draws the noisy labels, builds the model and writes (or checks) the run's metadata.
 
@@ -68,6 +68,7 @@ def prepare_run(config, settings: RunSettings, run: RunDirectory, stack: context
     created (`check_data(facts)`: the checks of the listed analyses that need
     the data); then the directory's lock is taken (held until `stack` closes).
     """
+    settings = run_settings(config)
     dataset = load_dataset(settings.data)
     replicas = make_replicas(settings)
     noise = noisy_labels(dataset.train_labels, dataset.num_classes, [r.noise_ratio for r in replicas],

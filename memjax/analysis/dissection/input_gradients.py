@@ -103,8 +103,8 @@ def run(run: Run, s: Settings, context: Context) -> None:
         data = run.dataset
         n = min(s.num_examples or data.num_train, data.num_train)
         batch = int(run.config.train.batch_size) if definition(name).train else 256
-        meter = InputGradientMeter(run.model, data.mean, data.std, data.train_images[:n], run.noise['labels'][:, :n],
-                                   name, batch)
+        meter = InputGradientMeter(run.runner, data.train_images[:n], run.noise['labels'][:, :n], name,
+                                   context.lifting(len(run.replicas)), batch)
         accuracy = {(r['epoch'], r['replica']): r['train_accuracy'] for r in metrics}
         epochs = run.kept_epochs(s.epochs, 'analysis.input_gradients.epochs')
         rows = []
