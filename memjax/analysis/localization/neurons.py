@@ -113,7 +113,7 @@ class Settings(AnalysisSettings):
     granularity: str = granularity_setting()
     parallel: int | None = setting(None, 'examples searched at once (vmap); None: as many as fit the device memory')
     memory_budget_gb: float | None = setting(None, 'memory one search program may use (None: 90% of the free '
-                                             'device memory; on a CPU half the physical memory)')
+                                             'device memory; on a CPU half the available host memory)')
     seed: int = setting(0, 'seed of the example choice and input noise')
     classifier_weights: bool = setting(True, "channels: the classifier's single weights are candidates too (P3: in "
                                        'a linear layer a single weight is zeroed)')
