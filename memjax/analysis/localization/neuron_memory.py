@@ -10,7 +10,8 @@ outputs + temporaries - aliased) against the budget:
 
 - the budget: `memory_budget_gb` if given, else 90% of the device memory not
   yet in use (`device.memory_stats()['bytes_limit'] - ['bytes_in_use']`), or
-  on a device without memory statistics (the CPU) half the physical memory;
+  on a device without memory statistics (the CPU) half the host memory now
+  available (MemAvailable: other processes' memory is not ours to take);
 - `parallel=None`: E from the memory of E = 1 and E = 2 (linear in E), at most
   the number of examples and AUTO_CAP, halved until the compiled program
   fits; the choice is logged. If the device still runs out of memory
@@ -30,7 +31,7 @@ from memjax.errors import ConfigError
 
 AUTO_CAP = 256          # at most this many examples at once when parallel=None
 DEVICE_FRACTION = 0.9   # of the device memory not in use
-HOST_FRACTION = 0.5     # of the physical memory, on a device without memory statistics
+HOST_FRACTION = 0.5     # of the available host memory, on a device without memory statistics
 
 
 def memory_budget(gigabytes: float | None = None) -> int:
@@ -43,7 +44,19 @@ def memory_budget(gigabytes: float | None = None) -> int:
         stats = None
     if stats and stats.get('bytes_limit'):
         return int(DEVICE_FRACTION * (stats['bytes_limit'] - stats.get('bytes_in_use', 0)))
-    return int(HOST_FRACTION * os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES'))
+    return int(HOST_FRACTION * available_host_memory())
+
+
+def available_host_memory() -> int:
+    """Bytes of host memory available now (Linux MemAvailable; else the free pages)."""
+    try:
+        with open('/proc/meminfo') as f:
+            for line in f:
+                if line.startswith('MemAvailable:'):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_AVPHYS_PAGES')
 
 
 def program_bytes(compiled) -> int | None:

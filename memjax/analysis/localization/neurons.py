@@ -122,7 +122,8 @@ class Settings(AnalysisSettings):
     parallel: int | None = setting(None, 'examples searched at once (vmap); None: as many as fit the device memory',
                                    range=AT_LEAST_1)
     memory_budget_gb: float | None = setting(None, 'memory one search program may use (None: 90% of the free '
-                                             'device memory; on a CPU half the physical memory)', range=POSITIVE)
+                                             'device memory; on a CPU half the available host memory)',
+                                             range=POSITIVE)
     seed: int = setting(0, 'seed of the example choice and input noise', range=SEED)
     classifier_weights: bool = setting(True, "channels: the classifier's single weights are candidates too (P3: in "
                                        'a linear layer a single weight is zeroed)')
