@@ -93,7 +93,8 @@ def get_config(arg=None):
     elif data:  # what P3 reports on MNIST and SVHN
         c.analyses = ('gradients', 'rewinding', 'retraining', 'example_tied')
     else:
-        c.analyses = ('gradients', 'rewinding', 'retraining', 'neurons', 'example_tied')
+        # weight_change is not in P3: how far each layer group moves from its initialisation, a free first look
+        c.analyses = ('gradients', 'rewinding', 'retraining', 'neurons', 'example_tied', 'weight_change')
     # Every P3 analysis acts on P3's layer groups (ResNet-9: 8 convs with BatchNorm and the linear layer):
     # analysis.<name>.granularity defaults to 'p3_groups'.
     # P3 Fig. 1: "epochs 15-20", its plotter's entries [15:20] of the per-epoch list: the 16th-20th epochs.

@@ -1,7 +1,7 @@
-"""Training throughput of R replicas under each replica strategy (vmap, loop).
+"""Training throughput of R replicas under each lifting (loop, vmap, map; shard with several devices).
 
-Measures memjax's real training path (the same `make_train_chunk` and
-strategy classes the trainer uses) on synthetic CIFAR-shaped data already on
+Measures memjax's real training path (the fit loop's `Chunk` of a
+`ClassifierTrainable` step, lifted by `memjax.engine.lifting` as the trainer lifts it) on synthetic CIFAR-shaped data already on
 the device: images/s = R x batch x steps / seconds, compilation and one warm-up
 call excluded. R doubles from 1 while a measurement stays under the per-point
 budget. A second table explains the CPU result: a grouped convolution (what
@@ -26,45 +26,55 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from memjax.engine.fit import Chunk
+from memjax.engine.lifting import Lifting, lift, stacked
+from memjax.engine.runner import runner_for
 from memjax.experiment import base_config
 from memjax.models import build_model
-from memjax.train.state import init_state, make_optimizer
-from memjax.train.step import default_steps_per_call, make_predict, make_train_chunk
-from memjax.train.strategies import STRATEGIES
+from memjax.train.loop import _Init, default_steps_per_call
+from memjax.train.state import OptimizerSpec
+from memjax.train.trainable import ClassifierTrainable
 
 
 def bench_training(model_name: str, replicas: int, strategy_name: str, batch: int, dtype: str,
                    image_shape=(32, 32, 3), num_classes: int = 10, calls: int = 2) -> dict:
+    """Images/s of R replicas training under one lifting: the training program of `memjax.train.loop`
+    (a `ClassifierTrainable` step in the fit loop's `Chunk`, lifted by `memjax.engine.lifting`)."""
     model = build_model(model_name, num_classes, dtype=dtype)
-    train_cfg = base_config().train
     steps = default_steps_per_call()
     n = batch * steps
-    tx = make_optimizer(train_cfg, n // batch)
-    keys = jax.random.split(jax.random.PRNGKey(0), replicas)
-    stacked = jax.jit(jax.vmap(lambda k: init_state(model, tx, k, image_shape)))(keys)
+    mean, std = np.full(image_shape[-1], 0.5, np.float32), np.full(image_shape[-1], 0.25, np.float32)
+    trainable = ClassifierTrainable(runner_for(model, mean, std),
+                                    OptimizerSpec.from_train(base_config().train, steps, weight_decay=False))
+    lifting = Lifting(strategy_name)
+    decays = jnp.full((replicas,), 5e-4, jnp.float32)
+    state = lift(_Init(trainable, image_shape), ('key', 'weight_decay'), lifting)(
+        key=jax.random.split(jax.random.PRNGKey(0), replicas), weight_decay=decays)
     rng = np.random.default_rng(0)
     pool = jax.device_put(rng.integers(0, 256, (n, *image_shape), dtype=np.uint8))
-    labels = jax.device_put(rng.integers(0, num_classes, (replicas, n)).astype(np.int32))
-    masks = jnp.zeros((replicas, n), bool)
-    order = jnp.arange(n, dtype=jnp.int32)
-    mean, std = np.full(image_shape[-1], 0.5, np.float32), np.full(image_shape[-1], 0.25, np.float32)
-    chunk = make_train_chunk(model, tx, batch_size=batch, augment=False, mean=mean, std=std)
-    strategy = STRATEGIES[strategy_name](chunk, make_predict(model, mean=mean, std=std), shared_data=True)
-    state = strategy.place(stacked)
-    active = np.ones(replicas, bool)
-    key = jax.random.PRNGKey(1)
+    own = lifting.place({'labels': jnp.asarray(rng.integers(0, num_classes, (replicas, n)), jnp.int32),
+                         'noise_mask': jnp.zeros((replicas, n), bool)})
+    common = {'pool': pool, 'data_key': jax.random.PRNGKey(1)}
+    program = lift(Chunk(trainable, batch), ('state', 'steps', 'active', 'own'), lifting, static=('num_steps',),
+                   carry='state')
+    args = dict(order=jnp.arange(n, dtype=jnp.int32), weights=None,
+                steps=lifting.place(jnp.full((replicas,), steps, jnp.int32)),
+                active=lifting.place(jnp.ones((replicas,), bool)), epoch=jnp.asarray(1, jnp.int32),
+                first_step=jnp.asarray(0, jnp.int32), own=own, common=common, num_steps=steps,
+                running=np.ones(replicas, bool))
     start = time.perf_counter()
-    state, loss = strategy.train_chunk(state, pool, labels, masks, order, 1, 0, key, active, steps)
+    state, loss = program(state=state, **args)
     jax.block_until_ready((state, loss))
     compile_and_first = time.perf_counter() - start
     start = time.perf_counter()
     for _ in range(calls):
-        state, loss = strategy.train_chunk(state, pool, labels, masks, order, 1, 0, key, active, steps)
+        state, loss = program(state=state, **args)
     jax.block_until_ready((state, loss))
     seconds = (time.perf_counter() - start) / (calls * steps)
     return {'model': model_name, 'strategy': strategy_name, 'replicas': replicas, 'batch': batch,
             'dtype': dtype, 'seconds_per_step': seconds, 'images_per_second': replicas * batch / seconds,
-            'first_call_seconds': compile_and_first, 'loss_finite': bool(np.all(np.isfinite(loss)))}
+            'first_call_seconds': compile_and_first,
+            'loss_finite': bool(np.all(np.isfinite(np.asarray(stacked(loss)))))}
 
 
 def bench_grouped_conv(groups: int = 4, batch: int = 128, size: int = 16, cin: int = 32,
@@ -106,7 +116,7 @@ def bench_grouped_conv(groups: int = 4, batch: int = 128, size: int = 16, cin: i
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('--models', default='cnn,resnet18')
-    parser.add_argument('--strategies', default='loop,vmap')
+    parser.add_argument('--strategies', default='loop,vmap,map')
     parser.add_argument('--max_replicas', type=int, default=16)
     parser.add_argument('--batch', type=int, default=128)
     parser.add_argument('--dtype', default='float32')

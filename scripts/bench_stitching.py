@@ -22,7 +22,7 @@ import time
 
 import jax
 
-from memjax.analysis.stitching.stitching import run_stitching
+from memjax.analysis.runner import run_analyses
 from memjax.experiment import base_config
 from memjax.train.loop import train
 
@@ -56,11 +56,12 @@ def main() -> None:
         make_run(workdir, args.model, args.width)
         timings = {}
         for strategy in args.strategies.split(','):
-            analysis = base_config().analysis
-            analysis.stitching.epochs = args.epochs
-            analysis.stitching.strategy = strategy
+            config = base_config()
+            config.analyses = ('stitching',)
+            config.analysis.stitching.epochs = args.epochs
+            config.train.strategy = strategy  # the lifting the analysis uses for its stitches
             start = time.perf_counter()
-            run_stitching(workdir, analysis, log=lambda _: None)
+            run_analyses(config, workdir, log=lambda _: None, rerun=('all',))
             timings[strategy] = time.perf_counter() - start
             print(f'{strategy}: {timings[strategy]:.1f} s', flush=True)
     result = {'date': datetime.date.today().isoformat(), 'backend': jax.default_backend(),

@@ -7,7 +7,7 @@ compilation excluded):
    bfloat16: images/s, FLOPs per training image from XLA's cost analysis of
    the compiled step, and MFU against --peak_tflops.
 2. memjax small CNN (P2): aggregate images/s over R replicas for each
-   strategy (loop, vmap, shard when several devices), R doubling up to
+   lifting (loop, vmap, map, shard when several devices), R doubling up to
    --max_replicas or until one measurement exceeds --budget_seconds.
 3. The same ResNet-18 and CNN training step in PyTorch (channels_last,
    autocast bfloat16 on CUDA, one model at a time as the public reference code
@@ -42,26 +42,30 @@ from bench_replicas import bench_training  # noqa: E402
 from memjax.checkpoint import Checkpoints  # noqa: E402
 from memjax.experiment import base_config  # noqa: E402
 from memjax.models import build_model  # noqa: E402
-from memjax.train.state import init_state, make_optimizer  # noqa: E402
-from memjax.train.step import default_steps_per_call, make_train_chunk  # noqa: E402
+from memjax.engine.fit import Chunk  # noqa: E402
+from memjax.engine.runner import runner_for  # noqa: E402
+from memjax.train.loop import _Init, default_steps_per_call  # noqa: E402
+from memjax.train.state import OptimizerSpec  # noqa: E402
+from memjax.train.trainable import ClassifierTrainable  # noqa: E402
 
 
 def memjax_single(model_name: str, batch: int, dtype: str, calls: int, steps: int | None = None) -> dict:
-    """One replica through the trainer's own chunk function; FLOPs from XLA."""
+    """One replica through the trainer's own step (the fit loop's `Chunk` of a `ClassifierTrainable`);
+    FLOPs from XLA."""
     model = build_model(model_name, 10, dtype=dtype)
     steps = steps or default_steps_per_call()
     n = batch * steps
-    tx = make_optimizer(base_config().train, steps)
-    state = jax.jit(lambda k: init_state(model, tx, k, (32, 32, 3)))(jax.random.PRNGKey(0))
-    rng = np.random.default_rng(0)
-    pool = jax.device_put(rng.integers(0, 256, (n, 32, 32, 3), dtype=np.uint8))
-    labels = jax.device_put(rng.integers(0, 10, n).astype(np.int32))
-    mask = jnp.zeros(n, bool)
-    order = jnp.arange(n, dtype=jnp.int32)
     mean, std = np.full(3, 0.5, np.float32), np.full(3, 0.25, np.float32)
-    chunk = make_train_chunk(model, tx, batch_size=batch, augment=False, mean=mean, std=std)
-    fn = jax.jit(chunk, static_argnames='num_steps')
-    args = (pool, labels, mask, order, 1, 0, jax.random.PRNGKey(1), True)
+    trainable = ClassifierTrainable(runner_for(model, mean, std),
+                                    OptimizerSpec.from_train(base_config().train, steps, weight_decay=False))
+    state = jax.jit(_Init(trainable, (32, 32, 3)))(jax.random.PRNGKey(0), jnp.float32(5e-4))
+    rng = np.random.default_rng(0)
+    own = {'labels': jax.device_put(rng.integers(0, 10, n).astype(np.int32)), 'noise_mask': jnp.zeros(n, bool)}
+    common = {'pool': jax.device_put(rng.integers(0, 256, (n, 32, 32, 3), dtype=np.uint8)),
+              'data_key': jax.random.PRNGKey(1)}
+    fn = jax.jit(Chunk(trainable, batch), static_argnames='num_steps')
+    args = (jnp.arange(n, dtype=jnp.int32), None, jnp.int32(steps), jnp.int32(0), jnp.int32(1), jnp.bool_(True),
+            own, common)
     compiled = fn.lower(state, *args, num_steps=1).compile()
     cost = compiled.cost_analysis()
     cost = cost[0] if isinstance(cost, (list, tuple)) else cost
@@ -181,7 +185,7 @@ def main() -> None:
         result['resnet18'].append(row)
         print(json.dumps(row), flush=True)
     result['cnn_replicas'] = []
-    strategies = ['loop', 'vmap'] + (['shard'] if jax.device_count() > 1 else [])
+    strategies = ['loop', 'vmap', 'map'] + (['shard'] if jax.device_count() > 1 else [])
     for strategy in strategies:
         r = 1
         while r <= (4 if args.smoke else args.max_replicas):

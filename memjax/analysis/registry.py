@@ -32,6 +32,7 @@ ANALYSES = {
     'retraining': 'memjax.analysis.localization.retraining',
     'neurons': 'memjax.analysis.localization.neurons',
     'example_tied': 'memjax.analysis.localization.example_tied',
+    'weight_change': 'memjax.analysis.localization.weight_change',
     'input_gradients': 'memjax.analysis.dissection.input_gradients',
     'dissimilarity': 'memjax.analysis.dissection.dissimilarity',
     'manifolds': 'memjax.analysis.geometry.manifolds',
