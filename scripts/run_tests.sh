@@ -5,7 +5,7 @@
 # MEMJAX_TEST_WORKERS=0 runs in one process.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/setup.sh
+bash scripts/setup.sh --test
 export JAX_PLATFORMS=cpu
 workers="${MEMJAX_TEST_WORKERS:-2}"
 parallel=()

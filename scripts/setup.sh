@@ -1,14 +1,28 @@
 #!/usr/bin/env bash
 # Idempotent set-up of a fresh Debian/Ubuntu machine: a virtual environment in
 # .venv with memjax and its pinned dependencies; with --data, also Debian's
-# Fashion-MNIST package used by configs/default.py. Safe to run any number of times.
+# Fashion-MNIST package used by configs/default.py; with --test, also the test
+# tools. Safe to run any number of times.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-if [[ "${1:-}" == "--data" && ! -f /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz ]]; then
+data=0; extras=""
+for arg in "$@"; do
+  case "$arg" in
+    --data) data=1 ;;
+    --test) extras="[test]" ;;
+    *) echo "setup.sh: unknown option $arg (use --data and/or --test)" >&2; exit 2 ;;
+  esac
+done
+
+data_job=""
+if [[ "$data" == 1 && ! -f /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz ]]; then
   sudo=""; [[ "$(id -u)" != 0 ]] && sudo="sudo"
-  $sudo apt-get install -y dataset-fashion-mnist \
-    || { $sudo apt-get update && $sudo apt-get install -y dataset-fashion-mnist; }
+  {  # the data downloads while pip installs
+    $sudo apt-get install -y -q dataset-fashion-mnist >/dev/null \
+      || { $sudo apt-get update -q >/dev/null && $sudo apt-get install -y -q dataset-fashion-mnist >/dev/null; }
+  } &
+  data_job=$!
 fi
 
 python=""
@@ -22,9 +36,11 @@ done
 if [[ ! -x .venv/bin/python ]]; then
   "$python" -m venv .venv
 fi
-stamp=.venv/.memjax-installed
+stamp=".venv/.memjax-installed${extras:+-test}"
 if [[ ! -f "$stamp" || pyproject.toml -nt "$stamp" || constraints.txt -nt "$stamp" ]]; then
-  .venv/bin/python -m pip install -q --upgrade pip
-  .venv/bin/python -m pip install -q -c constraints.txt -e '.[test]'
+  .venv/bin/python -m pip install -q --disable-pip-version-check -c constraints.txt -e ".${extras}"
   touch "$stamp"
+fi
+if [[ -n "$data_job" ]]; then
+  wait "$data_job" || { echo "setup.sh: could not install Debian's dataset-fashion-mnist (apt-get)" >&2; exit 1; }
 fi
