@@ -20,7 +20,7 @@ from memjax.schema import AT_LEAST_1, FRACTION, NON_NEGATIVE, POSITIVE, SEED, Ra
 
 # Keys that do not change a run's results: a run directory may be resumed or
 # re-analysed with different values of these (everything else must match).
-RUNTIME_KEYS = ('train.strategy', 'train.steps_per_call', 'train.eval_batch_size',
+RUNTIME_KEYS = ('train.strategy', 'train.steps_per_call', 'train.eval_batch_size', 'train.reference_time',
                 'checkpoint.async_save', 'analyses', 'analysis')
 
 
@@ -28,6 +28,7 @@ RUNTIME_KEYS = ('train.strategy', 'train.steps_per_call', 'train.eval_batch_size
 DATASETS = {'mnist': ((28, 28, 1), 10), 'fashion_mnist': ((28, 28, 1), 10), 'cifar10': ((32, 32, 3), 10),
             'cifar100': ((32, 32, 3), 100), 'svhn_cropped': ((32, 32, 3), 10)}
 SOURCES = ('raw', 'tfds', 'synthetic')
+OPTIMIZERS = ('sgd', 'adam')
 # The architectures of memjax.models (its registry checks that it builds exactly these).
 ARCHITECTURES = ('cnn', 'resnet9', 'resnet18', 'resnet32', 'resnet34', 'resnet50', 'vgg11', 'vgg13', 'vit',
                  'vit_small')
@@ -116,12 +117,15 @@ class TrainSettings(Settings):
     KEY: ClassVar[str] = 'train'
     SMOKE: ClassVar[dict] = dict(epochs=2, batch_size=32, learning_rate=0.05, schedule='constant',
                                  stop_accuracy=None, strategy='loop', eval_batch_size=64, input_gradient_examples=32,
+                                 reference_time=(),
                                  weight_decay_by_ratio=lambda node, config: tuple(
                                      p for p in node.weight_decay_by_ratio
                                      if any(abs(float(p[0]) - r) < 1e-9 for r in config.noise.ratios)))
 
     epochs: int = setting(20, 'maximum epochs', range=AT_LEAST_1)
     batch_size: int = setting(128, 'batch size', range=AT_LEAST_1)
+    optimizer: str = setting('sgd', 'sgd (momentum, see momentum/nesterov) or adam (momentum and nesterov '
+                             'unused)', choices=OPTIMIZERS)
     learning_rate: float = setting(0.05, '(peak) learning rate', range=POSITIVE)
     momentum: float = setting(0.9, 'SGD momentum', range=Range(0, 1, high_open=True))
     nesterov: bool = setting(False, 'Nesterov momentum')
@@ -151,8 +155,14 @@ class TrainSettings(Settings):
     steps_per_call: int = setting(0, 'training steps per compiled call (0: 1 on CPU, 50 elsewhere)',
                                   range=NON_NEGATIVE)
     eval_batch_size: int = setting(1000, 'evaluation batch size', range=AT_LEAST_1)
+    reference_time: tuple = setting((), "(seconds of epoch 1, compilation included; seconds of the whole job, "
+                                    'analyses included) measured on a reference machine: the start line quotes '
+                                    "them and scales them by this machine's epoch 1 (empty: no estimate)",
+                                    range=POSITIVE)
 
     def validate(self) -> None:
+        if self.reference_time and len(self.reference_time) != 2:
+            raise self.error('reference_time', 'must be (epoch 1 seconds, whole job seconds) or ()')
         if self.schedule == 'onecycle' and self.peak_epoch > self.epochs:
             raise self.error('peak_epoch', f'must lie within [0, train.epochs={self.epochs}] for the one-cycle '
                              'schedule')
@@ -246,7 +256,7 @@ ARCHITECTURE_KEYS = {'model.depth': VITS, 'model.heads': VITS, 'model.patch': VI
 
 # Result keys added after runs were trained without them: a config.json that lacks
 # one was trained with this value (its old behaviour), so it stays resumable.
-ABSENT_MEANS = {'noise.shared_across_seeds': False, 'train.input_gradient_definition': 'eval_pixels'}
+ABSENT_MEANS = {'noise.shared_across_seeds': False, 'train.optimizer': 'sgd', 'train.input_gradient_definition': 'eval_pixels'}
 
 
 def result_keys(config_dict: dict) -> dict:

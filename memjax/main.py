@@ -53,6 +53,7 @@ def run(config, workdir: str, log=print, rerun=()) -> None:
 
     settings = check(config, workdir)
     check_rerun(rerun, tuple(config.analyses))
+    log(start_line(config))
     directory = train(config, workdir, log, check_data=lambda facts: check_data(settings, facts),
                       faults=from_environment())  # locks once the data has loaded and passed the data checks
     with directory.locked():
@@ -63,6 +64,19 @@ def run(config, workdir: str, log=print, rerun=()) -> None:
                                 "replicas trained, analyses were not run: lower train.learning_rate and train "
                                 "in a new --workdir")
         run_analyses(config, workdir, log, settings, rerun)
+
+
+def start_line(config) -> str:
+    """What the command is about to do, and how long it took on the config's reference machine."""
+    ratios, seeds, train = tuple(config.noise.ratios), tuple(config.seeds), config.train
+    analyses = tuple(config.analyses)
+    line = (f'memjax: {len(ratios) * len(seeds)} replicas of {config.model.name} on {config.data.name}, up to '
+            f'{train.epochs} epochs, then {len(analyses)} analyses ({", ".join(analyses) or "none"})')
+    reference = tuple(train.get('reference_time', ()) or ())
+    if reference:
+        line += (f'; about {reference[1] / 60:.1f} min on the reference machine (see the config), this '
+                 "machine's estimate follows epoch 1")
+    return line
 
 
 def _one_line(error: BaseException) -> str:

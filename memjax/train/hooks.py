@@ -29,7 +29,7 @@ from memjax.checkpoint import Checkpoints, keep_epoch
 from memjax.engine.lifting import lift, per_replica, stacked
 from memjax.train.gradient_split import rows_from_sums, tensor_sums
 from memjax.train.metrics import epoch_metrics
-from memjax.train.progress import epoch_line
+from memjax.train.progress import epoch_line, job_estimate
 
 
 @dataclasses.dataclass
@@ -191,6 +191,7 @@ class Save:
     progress: Progress
     epoch: Epoch
     log: Callable
+    timed: list = dataclasses.field(default_factory=list)  # seconds of each epoch this process trained
 
     def save(self, epoch: int, state_stacked, final: bool) -> None:
         keep = self.setup.settings.checkpoint
@@ -202,7 +203,18 @@ class Save:
         self.setup.run.set_status(status='training', epoch=epoch)
 
     def after_epoch(self, fit, epoch: int, state, losses) -> Any:
-        epochs = self.setup.settings.train.epochs
-        self.save(epoch, stacked(state), final=not self.progress.running.any() or epoch == epochs)
-        self.log(epoch_line(epoch, epochs, self.epoch.rows, time.perf_counter() - self.epoch.started))
+        train = self.setup.settings.train
+        final = not self.progress.running.any() or epoch == train.epochs
+        self.save(epoch, stacked(state), final=final)
+        seconds = time.perf_counter() - self.epoch.started
+        if epoch == 0:  # the initialisation, evaluated
+            self.log(epoch_line(epoch, train.epochs, self.epoch.rows, seconds))
+            return state
+        self.timed.append(seconds)
+        # the first epoch of a process compiles: the later ones give the rate (an upper bound: replicas may stop)
+        rate = self.timed[0] if len(self.timed) == 1 else sum(self.timed[1:]) / (len(self.timed) - 1)
+        self.log(epoch_line(epoch, train.epochs, self.epoch.rows, seconds, None if final else
+                            rate * (train.epochs - epoch)))
+        if len(self.timed) == 1 and epoch == 1 and train.reference_time and not final:
+            self.log(job_estimate(seconds, train.reference_time))
         return state

@@ -59,8 +59,8 @@ class OptimizerSpec:
 
     @classmethod
     def from_train(cls, train, steps_per_epoch: int, weight_decay: bool = True, epochs: int | None = None):
-        """The SGD of the training keys (`train.*`); weight_decay=False leaves the decay to the state."""
-        return cls('sgd', float(train.learning_rate), str(train.schedule), int(epochs or train.epochs),
+        """The optimizer of the training keys (`train.*`); weight_decay=False leaves the decay to the state."""
+        return cls(str(getattr(train, 'optimizer', 'sgd')), float(train.learning_rate), str(train.schedule), int(epochs or train.epochs),
                    int(steps_per_epoch), float(train.peak_epoch), tuple(float(m) for m in train.milestones),
                    float(train.gamma), float(train.momentum), bool(train.nesterov),
                    float(train.weight_decay) if weight_decay else None)
