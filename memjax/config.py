@@ -117,7 +117,7 @@ class TrainSettings(Settings):
     KEY: ClassVar[str] = 'train'
     SMOKE: ClassVar[dict] = dict(epochs=2, batch_size=32, learning_rate=0.05, schedule='constant',
                                  stop_accuracy=None, strategy='loop', eval_batch_size=64, input_gradient_examples=32,
-                                 reference_time=(),
+                                 reference_time=(), optimizer='sgd',
                                  weight_decay_by_ratio=lambda node, config: tuple(
                                      p for p in node.weight_decay_by_ratio
                                      if any(abs(float(p[0]) - r) < 1e-9 for r in config.noise.ratios)))
