@@ -151,6 +151,9 @@ def _fail(message: str, status: int, debug: bool, tell_others: bool = True) -> N
         traceback.print_exc()
     print(f'memjax: error: {message}', file=sys.stderr)
     sys.stderr.flush()
+    if processes.several():  # not JAX's shutdown barrier, which the other processes may never reach
+        sys.stdout.flush()
+        os._exit(status)
     if not debug:
         _silence_after_failure()
     sys.exit(status)

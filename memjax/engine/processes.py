@@ -218,6 +218,7 @@ for line in sys.stdin:
                          "with the same command to resume\n")
     elif not native.match(line) and not reported:
         sys.stderr.write(line)
+        reported = line.startswith('memjax: error:')  # the one line: what the runtime adds after it is noise
     sys.stderr.flush()
 '''
 
