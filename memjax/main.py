@@ -7,6 +7,12 @@ config lists. Every failure a user can cause prints one `memjax: error:` line;
 `--verbosity=debug` (or any --verbosity >= 1) adds the traceback and
 third-party logs.
 
+Several processes (hosts of a TPU pod slice, SLURM tasks, local CPU processes)
+run the same command with `--coordinator_address`, `--num_processes` and
+`--process_id` (or none of them where JAX detects the cluster), see
+`memjax.engine.processes`: every process checks the config and loads the data,
+and one process's bad input stops all of them, each with one line naming it.
+
 Exit status:
   0  done;
   2  bad input: config file, key or value, data, or a work directory that holds
@@ -14,6 +20,8 @@ Exit status:
   3  a replica diverged (non-finite loss or parameters): the others trained,
      analyses were not run;
   4  the file system failed (read-only, full, name too long, not a directory);
+  5  another process of the job stopped or became unreachable (a collective failed); rerun every
+     process with the same command to resume;
   130  interrupted (Ctrl-C): rerun the same command to resume.
 """
 
@@ -34,7 +42,22 @@ _WORKDIR = flags.DEFINE_string('workdir', None, 'Run directory; default runs/<co
 _RERUN = flags.DEFINE_list('rerun', [], 'Analyses to redo although their results are complete with the same '
                            'settings (names of config.analyses, or all).')
 
-EXIT_INPUT, EXIT_DIVERGED, EXIT_FILESYSTEM, EXIT_INTERRUPTED = 2, 3, 4, 130
+# The job's processes (read before the other flags, so that a bad command line on one process stops all).
+_PROCESS_FLAGS = flags.FlagValues()
+flags.DEFINE_string('coordinator_address', None, 'host:port of process 0 in a job of several processes '
+                    '(jax.distributed.initialize); with none of the three, a cluster JAX detects, else one process.',
+                    flag_values=_PROCESS_FLAGS)
+flags.DEFINE_integer('num_processes', None, 'How many processes the job has.', flag_values=_PROCESS_FLAGS)
+flags.DEFINE_integer('process_id', None, 'This process: 0 .. num_processes - 1 (0 writes the run directory).',
+                     flag_values=_PROCESS_FLAGS)
+flags.DEFINE_float('process_timeout', 600, 'Seconds any wait for another process may take (start-up, '
+                   'barriers) before this one stops with one line.', flag_values=_PROCESS_FLAGS)
+flags.DEFINE_integer('heartbeat_timeout', 60, 'Seconds after which a silent process counts as dead and '
+                     'the others stop.', flag_values=_PROCESS_FLAGS)
+for _name in _PROCESS_FLAGS:
+    flags.DEFINE_flag(_PROCESS_FLAGS[_name])  # also known to the main parse (the values are read from the first)
+
+EXIT_INPUT, EXIT_DIVERGED, EXIT_FILESYSTEM, EXIT_PROCESS, EXIT_INTERRUPTED = 2, 3, 4, 5, 130
 
 
 def default_workdir(config_path: str) -> str:
@@ -46,18 +69,23 @@ def run(config, workdir: str, log=print, rerun=()) -> None:
     """Check, lock, train, summarise, analyse (skipping analyses done with the same settings, except `rerun`)."""
     from memjax.analysis.registry import check_data
     from memjax.analysis.runner import check_rerun, run_analyses
+    from memjax.engine import processes
     from memjax.experiment import check
     from memjax.report.summary import write_summary
     from memjax.train.faults import from_environment
     from memjax.train.loop import train
 
-    settings = check(config, workdir)
-    check_rerun(rerun, tuple(config.analyses))
-    log(start_line(config))
+    with processes.together('checking the config'):
+        settings = check(config, workdir)
+        check_rerun(rerun, tuple(config.analyses))
+    if processes.primary():
+        log(start_line(config))
     directory = train(config, workdir, log, check_data=lambda facts: check_data(settings, facts),
                       faults=from_environment())  # locks once the data has loaded and passed the data checks
+    processes.barrier('training done')
     with directory.locked():
-        log(write_summary(directory))
+        if processes.primary():
+            log(write_summary(directory))
         diverged = directory.status().get('diverged') or []
         if diverged:
             raise DivergedError(f"{', '.join(diverged)} diverged (non-finite loss or parameters); the other "
@@ -130,35 +158,75 @@ def _silence_after_failure() -> None:
     threading.excepthook = sys.excepthook = sys.unraisablehook = quiet
 
 
-def _fail(message: str, status: int, debug: bool) -> None:
+def _fail(message: str, status: int, debug: bool, tell_others: bool = True) -> None:
+    from memjax.engine import processes
+    if tell_others:
+        processes.fail(message, status)  # the other processes stop at their next barrier, naming this one
     if debug:
         traceback.print_exc()
     print(f'memjax: error: {message}', file=sys.stderr)
     sys.stderr.flush()
+    if processes.several():  # not JAX's shutdown barrier, which the other processes may never reach
+        sys.stdout.flush()
+        os._exit(status)
     if not debug:
         _silence_after_failure()
     sys.exit(status)
 
 
+def _start_processes(argv: list[str], debug: bool) -> None:
+    """Joins the job's processes (a no-op for one) before anything that can fail on bad input."""
+    from memjax.engine import processes
+    try:
+        _PROCESS_FLAGS(argv, known_only=True)
+        values = {name: _PROCESS_FLAGS[name].value for name in _PROCESS_FLAGS}
+        processes.start(values['coordinator_address'], values['num_processes'], values['process_id'],
+                        timeout=values['process_timeout'], heartbeat_timeout=values['heartbeat_timeout'])
+    except processes.ProcessError as error:
+        _fail(str(error), EXIT_INPUT, debug, tell_others=False)
+    except Exception as error:  # a process flag that does not parse
+        _fail(f'bad command line: {_one_line(error)}', EXIT_INPUT, debug, tell_others=False)
+    if processes.several() and not debug:
+        processes.quiet_native_errors()
+
+
+def _parse(argv: list[str]):
+    """The config of the command line; ConfigError (one line) when it does not parse."""
+    from memjax.errors import ConfigError
+    try:
+        flags.FLAGS(argv)
+        if _CONFIG.value is None:
+            raise ConfigError('--config is required, e.g. --config=configs/default.py')
+        config = _CONFIG.value
+        config.to_dict()  # the file is loaded lazily: fail here, as bad input, if it does not load
+        return config
+    except (ConfigError, SystemExit):
+        raise
+    except Exception as error:  # config file or override that does not parse
+        raise ConfigError(f'bad command line: {_one_line(error)}') from error
+
+
 def entry(argv: list[str] | None = None) -> None:
+    from memjax.engine import processes
     argv = list(sys.argv if argv is None else argv)
     debug = any(a in ('--verbosity=debug', '-v=debug') for a in argv)
     argv = ['--verbosity=1' if a in ('--verbosity=debug', '-v=debug') else a for a in argv]
+    _start_processes(argv, debug)
     try:
-        flags.FLAGS(argv)
-        debug = debug or flags.FLAGS.verbosity >= 1
-        if _CONFIG.value is None:
-            _fail('--config is required, e.g. --config=configs/default.py', EXIT_INPUT, False)
-        config = _CONFIG.value
-        config.to_dict()  # the file is loaded lazily: fail here, as bad input, if it does not load
-    except SystemExit:
-        raise
-    except Exception as error:  # config file or override that does not parse
-        _fail(f'bad command line: {_one_line(error)}', EXIT_INPUT, debug)
+        with processes.together('reading the command line'):
+            config = _parse(argv)
+    except processes.ProcessError as error:
+        _fail(str(error), error.status, debug, tell_others=False)
+    except MemjaxError as error:
+        _fail(str(error), EXIT_INPUT, debug)
+    debug = debug or flags.FLAGS.verbosity >= 1
     _quiet_third_party_logs(debug)
     workdir = _WORKDIR.value or default_workdir(flags.FLAGS['config'].config_filename)
     try:
         run(config, workdir, rerun=_RERUN.value)
+        processes.barrier('finishing')
+    except processes.ProcessError as error:
+        _fail(str(error), error.status, debug, tell_others=False)
     except DivergedError as error:
         _fail(str(error), EXIT_DIVERGED, debug)
     except FileSystemError as error:
@@ -171,6 +239,12 @@ def entry(argv: list[str] | None = None) -> None:
         where = f' ({error.filename})' if getattr(error, 'filename', None) else ''
         _fail(f'file system: {error.strerror or error}{where}; check that --workdir={workdir} is a writable '
               'directory with free space and a short enough path', EXIT_FILESYSTEM, debug)
+    except Exception as error:
+        if not processes.several():
+            raise
+        _fail(f'process {processes.index()}: a computation shared with the other processes failed '
+              f'({_one_line(error)[:160]}); another process stopped? rerun every process with the same command '
+              'to resume', EXIT_PROCESS, debug)
 
 
 if __name__ == '__main__':

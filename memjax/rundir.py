@@ -16,6 +16,10 @@
       results/<name>/    analyses' arrays and tables
       figures/           analyses' figures
 
+In a job of several processes (`memjax.engine.processes`) process 0 writes every
+file here and holds the lock; the others only read (orbax's checkpoints are
+written by all processes together).
+
 A work directory is never silently overwritten: opening one that holds a run of
 a different config, or unrelated files, is an error.
 """
@@ -32,6 +36,7 @@ from typing import Any
 import numpy as np
 
 from memjax.config import config_differences
+from memjax.engine.processes import writes
 from memjax.errors import RunDirectoryError
 
 
@@ -51,7 +56,10 @@ def finite(value: Any) -> Any:
 
 
 def write_text(path: str, text: str) -> None:
-    """Writes a text file atomically (temporary file, fsync, rename): a full disk leaves the old one."""
+    """Writes a text file atomically (temporary file, fsync, rename): a full disk leaves the old one.
+    Only process 0 of a job writes (the others return)."""
+    if not writes():
+        return
     tmp = path + '.tmp'
     try:
         with open(tmp, 'w', newline='') as f:
@@ -123,6 +131,8 @@ class RunDirectory:
     def create(self, config_dict: dict) -> None:
         """Creates the directory and its config.json (kept if it exists: same config)."""
         self.check_compatible(config_dict)
+        if not writes():
+            return
         os.makedirs(self.path, exist_ok=True)
         if not os.path.exists(self.file('config.json')):
             write_json(self.file('config.json'), config_dict)
@@ -143,7 +153,7 @@ class RunDirectory:
         over safely. Raises RunDirectoryError naming the holder's pid when a
         live process holds it.
         """
-        if self.path in _HELD_LOCKS:
+        if self.path in _HELD_LOCKS or not writes():  # process 0 of a job holds it for all
             yield self
             return
         if os.path.exists(self.path) and not os.path.isdir(self.path):
@@ -178,6 +188,8 @@ class RunDirectory:
         write_json(self.file('status.json'), status)
 
     def save_noise(self, **arrays: np.ndarray) -> None:
+        if not writes():
+            return
         tmp = self.file('noise.tmp.npz')
         np.savez_compressed(tmp, **arrays)
         os.replace(tmp, self.file('noise.npz'))
@@ -203,6 +215,8 @@ class RunDirectory:
         return self.file('metrics.jsonl')
 
     def append_metrics(self, rows: list[dict], name: str = 'metrics.jsonl') -> None:
+        if not writes():
+            return
         with open(self.file(name), 'a') as f:
             for row in rows:
                 f.write(json.dumps(finite(row), sort_keys=True, allow_nan=False) + '\n')
@@ -230,7 +244,7 @@ class RunDirectory:
     def truncate_metrics(self, last_epoch: int, name: str = 'metrics.jsonl') -> None:
         """Drops rows after `last_epoch` (written before an interruption, then redone)."""
         path = self.file(name)
-        if not os.path.exists(path):
+        if not os.path.exists(path) or not writes():
             return
         rows = [r for r in self.read_metrics(name) if r['epoch'] <= last_epoch]
         with open(path + '.tmp', 'w') as f:

@@ -1,5 +1,11 @@
 """Runs the analyses a config lists (`config.analyses`) on a trained run.
 
+In a job of several processes every process runs every analysis (an analysis
+with `ACROSS_PROCESSES = True` spreads its models over all processes' devices,
+the others are computed whole by each process on its own devices); process 0
+alone commits, the others write into a private temporary folder that is
+removed, and all meet at a barrier after each commit.
+
 Each analysis writes into a fresh temporary folder; when it completes, its
 figures move into figures/ and the folder is renamed to results/<name>/ with a
 `complete.json` inside. A kill midway leaves no results/<name>/ that looks
@@ -17,11 +23,13 @@ import dataclasses
 import json
 import os
 import shutil
+import tempfile
 import time
 from typing import Callable
 
 from memjax.analysis.registry import analysis, build_settings, check_data
 from memjax.analysis.settings import Context
+from memjax.engine import processes
 from memjax.run import open_run
 from memjax.errors import ConfigError
 from memjax.rundir import read_json, write_json
@@ -112,6 +120,7 @@ def run_analyses(config, workdir: str, log: Callable[[str], None] = print, setti
     context = Context(listed=tuple(config.analyses), shared=settings, log=log, strategy=config.train.strategy)
     scratch = os.path.join(run.directory.path, 'results', '.partial')
     skipped = []
+    private = None if processes.primary() else tempfile.mkdtemp(prefix='memjax-process-')
     for name in config.analyses:
         found = analysis(name)
         record = analysis_record(run, name, settings)
@@ -121,14 +130,18 @@ def run_analyses(config, workdir: str, log: Callable[[str], None] = print, setti
             continue
         if reason != 'not done yet':
             log(f'{name}: redoing ({reason})')
-        output, figures = os.path.join(scratch, name), os.path.join(scratch, name + '.figures')
-        for folder in (output, figures):
-            shutil.rmtree(folder, ignore_errors=True)
-            os.makedirs(folder)
+        folder = scratch if private is None else private  # the other processes of a job write nothing shared
+        output, figures = os.path.join(folder, name), os.path.join(folder, name + '.figures')
+        for path in (output, figures):
+            shutil.rmtree(path, ignore_errors=True)
+            os.makedirs(path)
         context.output, context.figures = output, figures
+        context.across_processes = bool(getattr(found.module, 'ACROSS_PROCESSES', False))
         started = time.time()
         found.module.run(run, settings[found.settings_key], context)
-        _commit(run, name, output, figures, started, record)
+        if private is None:
+            _commit(run, name, output, figures, started, record)
+        processes.barrier(f'committing {name}')
     if skipped:
         log(f"skipped (done with these settings; --rerun=NAME or --rerun=all redoes): {', '.join(skipped)}")
-    shutil.rmtree(scratch, ignore_errors=True)
+    shutil.rmtree(scratch if private is None else private, ignore_errors=True)

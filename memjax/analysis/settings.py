@@ -18,7 +18,10 @@ import dataclasses
 import sys
 from typing import Callable
 
+import jax
+
 from memjax.data.facts import DataFacts
+from memjax.engine import processes
 from memjax.engine.lifting import Lifting, choose
 from memjax.errors import ConfigError
 from memjax.schema import AT_LEAST_1, AT_LEAST_2, FRACTION, NON_NEGATIVE, POSITIVE, SEED, Range, Settings, setting
@@ -83,6 +86,9 @@ class Context:
       output: the folder the analysis writes its results into (renamed to
         results/<name>/ when it completes).
       figures: the folder its figures go into (moved into figures/ on completion).
+      across_processes: the analysis spreads its models over the devices of every process of a job
+        (its module says `ACROSS_PROCESSES = True`); otherwise each process computes it whole on its own
+        devices and process 0 writes it.
     """
 
     listed: tuple = ()
@@ -92,11 +98,18 @@ class Context:
     log: Callable[[str], None] = print
     output: str = ''
     figures: str = ''
+    across_processes: bool = False
 
     def lifting(self, size: int) -> Lifting:
         """How `size` models (replicas, stitches, units) are lifted: `train.strategy` resolved on this
-        machine (`memjax.engine.lifting.choose`)."""
-        return choose(self.strategy, size)[0]
+        machine (`memjax.engine.lifting.choose`); in a job of several processes, sharded over every
+        process's devices when the analysis goes across processes and `size` splits evenly, else over
+        this process's devices."""
+        if not processes.several():
+            return choose(self.strategy, size)[0]
+        if self.across_processes and size % jax.device_count() == 0:
+            return choose('shard', size)[0]
+        return choose(self.strategy, size, local=True)[0]
 
     def progress(self, total: int, description: str):
         """A progress bar with an ETA on stderr (hidden when stderr is not a terminal)."""

@@ -24,7 +24,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from memjax.engine.lifting import Lifting, count, lift, stacked
+from memjax.engine.lifting import Lifting, count, host, lift, stacked
 
 
 @dataclasses.dataclass(frozen=True)
@@ -148,7 +148,7 @@ def fit(trainable, state, *, epochs: Iterable[int], batches: Callable[[int], Bat
             n = min(chunk_steps, total - first)
             state, loss = program(running=run.running, state=state, first_step=jnp.asarray(first, jnp.int32),
                                   own=own, common=common, num_steps=n, **epoch_args)
-            losses = losses + np.asarray(stacked(loss))
+            losses = losses + host(stacked(loss))
             if bar is not None:
                 bar.update(n)
         if bar is not None:

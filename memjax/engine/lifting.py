@@ -44,6 +44,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from memjax.engine.processes import host  # noqa: F401  (values of any lifting on the host, all processes)
+
 KINDS = ('vmap', 'map', 'loop', 'shard')
 REPLICA_AXIS = 'replica'
 
@@ -97,10 +99,17 @@ def count(tree: Any) -> int:
 @dataclasses.dataclass(frozen=True)
 class Lifting:
     """How per-replica computations run: `kind` (one of KINDS) and, for 'shard', `devices`
-    (how many of `jax.devices()` the replica axis spans; 0: all)."""
+    (how many of `jax.devices()` the replica axis spans; 0: all) and `local` (span only this process's
+    devices, `jax.local_devices()`, in a job of several processes: a computation every process does alike).
+
+    With several processes, a 'shard' lifting over `jax.devices()` spans all of them: each process holds
+    its devices' replicas, per-replica and shared values are placed from the host values every process
+    holds (`jax.make_array_from_callback`), and `host` gathers results to every process.
+    """
 
     kind: str = 'vmap'
     devices: int = 0
+    local: bool = False
 
     def __post_init__(self):
         if self.kind not in KINDS:
@@ -108,7 +117,7 @@ class Lifting:
 
     @functools.cached_property
     def mesh(self) -> jax.sharding.Mesh:
-        devices = jax.devices()
+        devices = jax.local_devices() if self.local else jax.devices()
         chosen = devices[:self.devices] if self.devices else devices
         return jax.sharding.Mesh(np.asarray(chosen), (REPLICA_AXIS,))
 
@@ -124,12 +133,25 @@ class Lifting:
             return Replicas(take(tree, i) for i in range(count(tree)))
         tree = stacked(tree)
         if self.kind == 'shard':
-            return jax.device_put(tree, self.sharding(True))
+            return self._put(tree, self.sharding(True))
         return tree
 
     def place_shared(self, tree: Any) -> Any:
         """Shared values where this lifting's programs read them (replicated over the mesh for 'shard')."""
-        return jax.device_put(tree, self.sharding(False)) if self.kind == 'shard' else tree
+        return self._put(tree, self.sharding(False)) if self.kind == 'shard' else tree
+
+    def _put(self, tree: Any, sharding: jax.sharding.NamedSharding) -> Any:
+        if sharding.is_fully_addressable:
+            return jax.device_put(tree, sharding)
+
+        def one(x):  # a mesh over several processes: from the global value every process holds
+            if isinstance(x, jax.Array) and x.sharding == sharding:
+                return x
+            if isinstance(x, jax.Array) and not x.is_fully_addressable:
+                return jax.device_put(x, sharding)
+            value = np.asarray(x)
+            return jax.make_array_from_callback(value.shape, sharding, lambda index: value[index])
+        return jax.tree_util.tree_map(one, tree)
 
 
 def _as_tuple(names: Iterable[str]) -> tuple[str, ...]:
@@ -209,7 +231,7 @@ def _transpose(outputs: list) -> Any:
     return Replicas(outputs)
 
 
-def choose(requested: str, num_replicas: int) -> tuple[Lifting, str]:
+def choose(requested: str, num_replicas: int, local: bool = False) -> tuple[Lifting, str]:
     """(the Lifting `requested` names on this machine, why): a rule of the backend and the device and
     replica counts only, so the same command on the same machine always computes the same way.
 
@@ -231,8 +253,8 @@ def choose(requested: str, num_replicas: int) -> tuple[Lifting, str]:
         reason = 'requested'
     if requested == 'shard':
         used = max(d for d in range(1, devices + 1) if num_replicas % d == 0)
-        return Lifting('shard', used), f'{reason}; {num_replicas} replicas over {used} of {devices} devices'
-    return Lifting(requested), reason
+        return Lifting('shard', used, local), f'{reason}; {num_replicas} replicas over {used} of {devices} devices'
+    return Lifting(requested, local=local), reason
 
 
 _PROGRAMS: collections.OrderedDict = collections.OrderedDict()

@@ -30,7 +30,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from memjax.data.pipeline import normalize
-from memjax.engine.lifting import Lifting, lift, stacked
+from memjax.engine.lifting import Lifting, host, lift, stacked
 from memjax.models.stages import StagedModel
 
 
@@ -94,8 +94,7 @@ class ModelRunner:
         per_replica = ('variables', 'masks') if masks is not None else ('variables',)
         program = lift(fn, per_replica, lifting, static=tuple(static))
         extra = {'masks': masks} if masks is not None else {}
-        parts = [jax.tree_util.tree_map(np.asarray, stacked(program(variables=variables, images=images[s:s + batch],
-                                                                    **extra, **static)))
+        parts = [host(stacked(program(variables=variables, images=images[s:s + batch], **extra, **static)))
                  for s in range(0, images.shape[0], batch)]
         return jax.tree_util.tree_map(lambda *xs: np.concatenate(xs, axis=1), *parts)
 

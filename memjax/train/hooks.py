@@ -26,7 +26,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from memjax.checkpoint import Checkpoints, keep_epoch
-from memjax.engine.lifting import lift, per_replica, stacked
+from memjax.engine.lifting import host, lift, per_replica, stacked
 from memjax.train.gradient_split import rows_from_sums, tensor_sums
 from memjax.train.metrics import epoch_metrics
 from memjax.train.progress import epoch_line, job_estimate
@@ -122,7 +122,7 @@ def finite_replicas(params, losses) -> np.ndarray:
     ok = jax.tree_util.tree_reduce(
         jnp.logical_and, jax.tree_util.tree_map(lambda x: jnp.all(jnp.isfinite(x), axis=tuple(range(1, x.ndim))),
                                                 params))
-    return np.asarray(ok) & np.isfinite(np.asarray(losses))
+    return host(ok) & np.isfinite(np.asarray(losses))
 
 
 @dataclasses.dataclass
@@ -176,7 +176,7 @@ class GradientRecord:
 
     def after_epoch(self, fit, epoch: int, state, losses) -> Any:
         program = lift(_TensorSums(self.setup.model), ('sums',), self.lifting)
-        sums = stacked(program(sums=per_replica(state, lambda s: s.grad_sums)))
+        sums = host(stacked(program(sums=per_replica(state, lambda s: s.grad_sums))))
         trained = [row['active'] for row in self.epoch.rows]
         self.setup.run.append_metrics(rows_from_sums(sums, epoch, self.setup.replicas, trained), 'gradients.jsonl')
         return per_replica(state, lambda s: s.replace(grad_sums=jax.tree_util.tree_map(jnp.zeros_like, s.grad_sums)))

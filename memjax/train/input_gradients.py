@@ -44,7 +44,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from memjax.engine.lifting import Lifting, count, lift, stacked
+from memjax.engine.lifting import Lifting, count, host, lift, stacked
 from memjax.engine.runner import ModelRunner
 from memjax.errors import ConfigError
 from memjax.train.pixel_classifier import Classifier, pixel_classifier
@@ -155,7 +155,7 @@ class InputGradientMeter:
 
     def __call__(self, variables) -> np.ndarray:
         """mean G [R] of the replicas (variables [R, ...] in any lifting layout)."""
-        parts = [np.asarray(stacked(self._program(variables=variables, inputs=self.inputs[i:i + self.batch],
+        parts = [host(stacked(self._program(variables=variables, inputs=self.inputs[i:i + self.batch],
                                                   labels=self.labels[:, i:i + self.batch])))
                  for i in range(0, self.inputs.shape[0], self.batch)]
         return np.concatenate(parts, axis=1).mean(axis=1)

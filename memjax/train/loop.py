@@ -29,6 +29,7 @@ from memjax.checkpoint import Checkpoints, keep_epoch
 from memjax.config import run_settings, to_dict
 from memjax.data.facts import DataFacts
 from memjax.data.pipeline import epoch_order
+from memjax.engine import processes
 from memjax.engine.fit import Batches, fit
 from memjax.engine.lifting import Lifting, choose, lift, stacked
 from memjax.engine.runner import runner_for
@@ -111,10 +112,11 @@ def train(config, workdir: str, log: Callable[[str], None] = print,
     """
     settings = run_settings(config)
     run = RunDirectory(workdir)
-    run.check_compatible(to_dict(config))
     with contextlib.ExitStack() as stack:
-        if os.path.isdir(run.path):  # an existing run: lock at once (a new one is locked once data loads)
-            stack.enter_context(run.locked())
+        with processes.together('opening the run directory'):
+            run.check_compatible(to_dict(config))
+            if os.path.isdir(run.path):  # an existing run: lock at once (a new one is locked once data loads)
+                stack.enter_context(run.locked())
         if run.status()['status'] == 'complete':
             if not run.has_metadata():
                 prepare_run(config, run, stack)
@@ -142,7 +144,7 @@ def _train(setup: Setup, checkpoints: Checkpoints, log: Callable, faults: tuple)
         key=jnp.asarray(init_keys(train_settings, setup.replicas)), weight_decay=decays))
     progress = hooks_lib.Progress.start(size)
     epoch = hooks_lib.Epoch()
-    pool = _image_pool(data)
+    pool = lifting.place_shared(_image_pool(data))
     evaluate = hooks_lib.Evaluate(setup, runner, lifting, pool, train_settings.eval_batch_size, progress, epoch)
     save = hooks_lib.Save(setup, checkpoints, progress, epoch, log)
     hooks = [evaluate]

@@ -11,6 +11,7 @@ import contextlib
 import dataclasses
 from typing import Callable
 
+import jax
 import numpy as np
 
 from memjax.config import RunSettings, run_settings, to_dict
@@ -18,6 +19,7 @@ from memjax.data.dataset import Dataset, load_dataset
 from memjax.data.facts import DataFacts, data_facts
 from memjax.data.noise import NoisyLabels, noisy_labels
 from memjax.data.replicas import Replica, make_replicas
+from memjax.engine import processes
 from memjax.errors import ConfigError, RunDirectoryError
 from memjax.models import StagedModel, build_model
 from memjax.rundir import RunDirectory
@@ -66,8 +68,47 @@ def prepare_run(config, run: RunDirectory, stack: contextlib.ExitStack | None = 
 
     Everything that can fail on bad input happens before the directory is
     created (`check_data(facts)`: the checks of the listed analyses that need
-    the data); then the directory's lock is taken (held until `stack` closes).
+    the data), on every process of a job, which agree before going on; then the
+    directory's lock is taken (held until `stack` closes). Every process loads
+    the whole data set; process 0 writes the metadata.
     """
+    with processes.together('loading the data'):
+        settings, dataset, replicas, noise = _load(config, check_data)
+    model = model_of(settings, dataset.num_classes)
+    arrays = dict(true_labels=dataset.train_labels, labels=noise.labels, noise_mask=noise.mask,
+                  train_index=dataset.train_index, val_index=dataset.val_index, test_index=dataset.test_index)
+    if stack is not None:
+        stack.enter_context(run.locked())
+    run.create(to_dict(config))
+    if not processes.primary():  # process 0 writes or checks the metadata for the job
+        pass
+    elif run.has_metadata():
+        stored = run.load_noise()
+        if any(not np.array_equal(stored[k], v) for k, v in arrays.items()):
+            raise RunDirectoryError(f"the data or labels of {run.path} differ from the ones it was trained "
+                                    "on (data files changed?); pass a new --workdir")
+    else:  # new, or cut off while writing the set: (re)write it whole; it follows from config and data
+        run.save_metadata(arrays, dataset.summary(), [r.to_dict() for r in replicas])
+    processes.barrier('writing the metadata')
+    return Setup(config, settings, run, dataset, replicas, noise, model)
+
+
+def check_processes(settings: RunSettings, num_replicas: int) -> None:
+    """With several processes the replicas are sharded over every device of every process: train.strategy
+    must allow it and the replica count must split evenly."""
+    if not processes.several():
+        return
+    devices = jax.device_count()
+    if settings.train.strategy not in ('auto', 'shard'):
+        raise ConfigError(f"train.strategy={settings.train.strategy!r} runs every replica on one process; with "
+                          f"{processes.count()} processes use --config.train.strategy=shard (or auto)")
+    if num_replicas % devices:
+        raise ConfigError(f"{num_replicas} replicas do not split over the {devices} devices of {processes.count()} "
+                          f"processes; use a multiple of {devices} replicas (noise.ratios x seeds) or fewer processes")
+
+
+def _load(config, check_data):
+    """(settings, dataset, replicas, noise), everything that can fail on bad input."""
     settings = run_settings(config)
     dataset = load_dataset(settings.data)
     replicas = make_replicas(settings)
@@ -81,17 +122,5 @@ def prepare_run(config, run: RunDirectory, stack: contextlib.ExitStack | None = 
     if batch_size > n:
         raise ConfigError(f"train.batch_size={batch_size} is larger than the {n} training examples; "
                           "lower --config.train.batch_size or raise --config.data.num_train")
-    model = model_of(settings, dataset.num_classes)
-    arrays = dict(true_labels=dataset.train_labels, labels=noise.labels, noise_mask=noise.mask,
-                  train_index=dataset.train_index, val_index=dataset.val_index, test_index=dataset.test_index)
-    if stack is not None:
-        stack.enter_context(run.locked())
-    run.create(to_dict(config))
-    if run.has_metadata():
-        stored = run.load_noise()
-        if any(not np.array_equal(stored[k], v) for k, v in arrays.items()):
-            raise RunDirectoryError(f"the data or labels of {run.path} differ from the ones it was trained "
-                                    "on (data files changed?); pass a new --workdir")
-    else:  # new, or cut off while writing the set: (re)write it whole; it follows from config and data
-        run.save_metadata(arrays, dataset.summary(), [r.to_dict() for r in replicas])
-    return Setup(config, settings, run, dataset, replicas, noise, model)
+    check_processes(settings, len(replicas))
+    return settings, dataset, replicas, noise

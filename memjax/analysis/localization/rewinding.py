@@ -29,6 +29,7 @@ from memjax.report.tables import write_csv
 from memjax.run import Run
 
 NAME = 'rewinding'
+ACROSS_PROCESSES = True  # per-replica predictions only: the replicas spread over every process's devices
 
 
 @dataclasses.dataclass(frozen=True)
