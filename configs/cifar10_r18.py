@@ -10,7 +10,7 @@ is CKA against each of ResNet-18's 21 conv/linear layers, inside the
 residual blocks, and each block's output, with dashed lines between residual
 groups; the per-block view is --config.analysis.cka.granularity=stage. The
 Grams take 11.6 GB per model (29 units x 10,000^2 x 4 bytes), three models
-at a time: about 38 GB of device memory.
+at a time, and the feature blocks: about 40 GB of device memory.
 The smoke variant (`--config=configs/cifar10_r18.py:smoke`) is a tiny synthetic run of the
 same analyses that finishes in seconds on a CPU (the Colab notebooks' CI uses it).
 

@@ -90,7 +90,7 @@ def _quiet_third_party_logs(debug: bool) -> None:
     import logging as std_logging
     level = std_logging.DEBUG if debug else std_logging.CRITICAL
     logging.set_verbosity(logging.DEBUG if debug else logging.FATAL)
-    for name in ('absl', 'orbax', 'jax', 'tensorflow', 'etils'):
+    for name in ('absl', 'orbax', 'jax', 'tensorflow', 'etils', 'asyncio'):
         std_logging.getLogger(name).setLevel(level)
     if not debug:
         sys.unraisablehook = _main_thread_only(sys.__unraisablehook__)

@@ -35,9 +35,12 @@ at its 21 layers (stem, layer1.0.conv_bn1, ..., layer2.0.shortcut, ...,
 head.dense) and, after each block's layers, the block's output after the
 skip addition (layer1.0, ..., layer4.1): 29 units rather than its 10 stages.
 For the CNN (configs/svhn_cnn.py) the layers are the stages, so nothing
-changes there. The held Grams grow with the unit count (11.6 GB per
-ResNet-18 model at N = 10,000; see
-memjax/analysis/similarity/cka_over_training.py).
+changes there. The held Grams grow with the unit count: at N = 10,000,
+11.6 GB per ResNet-18 model, about 40 GB for three models and the feature
+blocks. P1 compares only the CNN and ResNet-18 with CKA; ResNet-34 and
+ResNet-50 (P2's models) would need 72 and 115 GB (forward_batch=500), and
+the analyses refuse (one line, before any Gram is formed) what the device
+cannot hold (see memjax/analysis/similarity/cka_over_training.py).
 """
 
 from memjax.experiment import base_config

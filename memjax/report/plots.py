@@ -3,7 +3,7 @@
 Each function draws one kind of paper figure from arrays an analysis saved;
 lines are labelled by noise ratio r, stages (or layers) carry their names, and
 block boundaries are dashed vertical lines (P1 Fig. 1). Per-layer axes (ResNet-18:
-21 layers) get wider panels and smaller, vertical tick labels.
+29 layer units) get wider panels and smaller, vertical tick labels.
 """
 
 from __future__ import annotations

@@ -15,8 +15,10 @@ Two estimators of the Grams (`analysis.cka.minibatch_size`):
   `forward_batch` (`cka.blockwise_grams`) and centred (H K H); CKA is then
   exact full-batch CKA, biased (the `cka` column for the biased estimators)
   and debiased (`cka_debiased`) from the same Grams. Memory: L x N^2 x 4
-  bytes per model held, plus two blocks' features (2 x forward_batch x
-  sum_l D_l x 4 bytes); `check_memory` refuses what the device cannot hold.
+  bytes per model held, plus two blocks' features and the forward pass of a
+  third (3 x forward_batch x sum_l D_l x 4 bytes; ResNet-18's 29 layer
+  units: sum_l D_l = 860k per CIFAR image, 3.4 MB); `check_memory` refuses
+  what the device cannot hold.
 - b (Nguyen, Raghu & Kornblith 2021): minibatch debiased CKA, HSIC summed
   over batches of b examples, one [L, b, b] Gram per batch (L x N x b x 4
   bytes per model).
@@ -199,10 +201,13 @@ class GramMaker:
         s = self.settings
         batch = s.minibatch_size or s.num_examples
         grams = models_held * len(self.names) * s.num_examples * batch * 4
-        block = s.forward_batch if s.full_batch else batch
-        features = (2 if s.full_batch else 1) * min(block, s.num_examples) * self.feature_size(image_shape) * 4
+        step = min(s.forward_batch, s.num_examples)
+        # Full batch: two blocks' features held and the next block in its forward pass; minibatch: one
+        # batch's features and the forward pass.
+        examples = 3 * step if s.full_batch else batch + step
+        features = examples * self.feature_size(image_shape) * 4
         text = (f'{models_held} models\' Grams of {len(self.names)} units x {s.num_examples} x {batch} examples '
-                f'({grams / 2 ** 30:.2f} GiB) + features of {block}-example blocks ({features / 2 ** 30:.2f} GiB)')
+                f'({grams / 2 ** 30:.2f} GiB) + unit features of {examples} examples ({features / 2 ** 30:.2f} GiB)')
         return grams + features, text
 
 
