@@ -41,7 +41,7 @@ class Job:
     Attributes:
       section: 'training' or the analysis that runs it.
       name: the program, in words (its lifting and batch).
-      compile: () -> Compiled, or (Compiled, {Row field: value}).
+      compile: () -> Compiled, or (Compiled, {Row field: value}); None: not costed.
       calls: how many times it runs (at most: replicas stop early, searches end when every example flipped).
       count: how `calls` is made up, in words.
       dtype: its compute dtype ('bfloat16' or 'float32': which peak rate applies).
@@ -122,7 +122,9 @@ def roofline(flops: float, accessed: float, chip: Accelerator, dtype: str) -> fl
 
 
 def measure(job: Job, chip: Accelerator) -> Row:
-    """Compiles the job and costs it on `chip` (see the module doc)."""
+    """Compiles the job and costs it on `chip` (see the module doc); a job without a program: an empty row."""
+    if job.compile is None:
+        return Row(job.section, job.name, 0, job.count, job.dtype, 0.0, 0.0, 0.0, 0.0, 1, 0.0, True, note=job.note)
     out = job.compile()
     compiled, overrides = out if isinstance(out, tuple) else (out, {})
     flops, accessed = cost(compiled)
