@@ -32,6 +32,7 @@ from memjax.engine.lifting import Lifting, lift
 from memjax.plan.accelerators import Accelerator, planned_lifting
 from memjax.plan.programs import Job, jit_compile, memory as program_memory, tpu_layout
 from memjax.plan.shapes import RunShape
+from memjax.plan.training import gradient_job
 
 F32 = jnp.float32
 
@@ -241,24 +242,15 @@ def ascent_jobs(shape: RunShape, name: str, chip: Accelerator) -> list[Job]:
 
 
 def input_gradient_jobs(shape: RunShape, name: str, chip: Accelerator) -> list[Job]:
-    from memjax.train.input_gradients import GradientMagnitude, definition
     s = shape.analyses['input_gradients']
     t = shape.settings.train
-    d = definition(t.input_gradient_definition if s.definition == 'run' else s.definition)
-    runner = shape.runner(analysis=True)
-    lifting = _lifting(shape, shape.size, chip)
-    per = None if lifting.kind == 'loop' else shape.size
-    batch = min(256, s.num_examples)
-    fn = lift(GradientMagnitude(runner, d), ('variables', 'labels'), lifting).compiled()
-    per_args = {'variables': _lead(shape.variables(analysis=True), per), 'labels': _lead(_spec((batch,), jnp.int32), per)}
-    shared = {'inputs': _spec((batch, *shape.image_shape))}
+    if s.source != 'checkpoints' and t.input_gradients:
+        return [Job(name, 'G read from the training record', None, calls=0, count='',
+                    note='train.input_gradients: costed in the training section')]
+    d = t.input_gradient_definition if s.definition == 'run' else s.definition
+    n = min(s.num_examples or shape.num_train, shape.num_train)
     epochs = len(s.epochs) or len(shape.kept_epochs)
-    blocks = -(-s.num_examples // batch)
-    calls = epochs * blocks * (shape.size if per is None else 1)
-    return [Job(name, f'input gradients G ({lifting.kind}, {batch} examples)',
-                lambda: jit_compile(('input gradients', runner, d, lifting), fn, per_args, shared), calls=calls,
-                count=f'{epochs} epochs x {blocks} batches' + (f' x {shape.size} replicas' if per is None else '')
-                      + ' (checkpoints source; the training record costs nothing here)')]
+    return [gradient_job(shape, name, d, n, epochs, _lifting(shape, shape.size, chip), 'kept epochs')]
 
 
 def manifold_jobs(shape: RunShape, name: str, chip: Accelerator) -> list[Job]:
@@ -286,10 +278,13 @@ BUILDERS = {'convergence': cka_jobs, 'noisy_vs_clean': cka_jobs, 'cka_matrix': c
             'input_gradients': input_gradient_jobs, 'manifolds': manifold_jobs}
 
 
-def analysis_jobs(shape: RunShape, chip: Accelerator) -> list[Job]:
-    """The Jobs of every listed analysis, in the config's order (an uncosted row for those without a builder)."""
+def analysis_jobs(shape: RunShape, chip: Accelerator, only: tuple = ()) -> list[Job]:
+    """The Jobs of every listed analysis (or of those in `only`), in the config's order (an uncosted row for
+    those without a builder)."""
     jobs = []
     for name in shape.listed:
+        if only and name not in only:
+            continue
         if name in BUILDERS:
             jobs += BUILDERS[name](shape, name, chip)
         else:

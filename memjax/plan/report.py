@@ -125,11 +125,10 @@ def make_plan(config, chip: Accelerator, config_name: str = '', only: tuple = ()
     shape = run_shape(config)
     lifting, why = planned_lifting(shape.settings.train.strategy, shape.size, chip)
     start = time.time()
-    jobs = training_jobs(shape, lifting) + analysis_jobs(shape, chip)
+    jobs = (training_jobs(shape, lifting) if not only or 'training' in only else []) \
+        + analysis_jobs(shape, chip, only)
     rows = []
     for job in jobs:
-        if only and job.section not in only:
-            continue
         log(f'  compiling {job.section}: {job.name}')
         rows.append(measure(job, chip))
     return Plan(config_name, chip, shape, lifting.kind, why, rows, time.time() - start)

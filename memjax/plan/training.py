@@ -94,7 +94,32 @@ def training_jobs(shape: RunShape, lifting: Lifting) -> list[Job]:
     jobs = [step_job(shape, lifting, trainable(shape), 'training', f'train step ({lifting.kind}, {what}, batch '
                      f'{t.batch_size})', calls, count, size)]
     jobs.append(evaluation_job(shape, lifting))
+    if t.input_gradients:  # the InputGradientRecord hook, every epoch
+        n = min(t.input_gradient_examples or shape.num_train, shape.num_train)
+        jobs.append(gradient_job(shape, 'training', t.input_gradient_definition, n, epochs + 1, lifting, 'epochs'))
     return jobs
+
+
+def gradient_job(shape: RunShape, section: str, definition_name: str, n: int, epochs: int, lifting: Lifting,
+                 which: str) -> Job:
+    """G (`memjax.train.input_gradients.GradientMagnitude`) of one batch of every replica, over n examples at
+    `epochs` epochs (the batch: train.batch_size in training mode, else 256, as `InputGradientMeter`)."""
+    from memjax.train.input_gradients import GradientMagnitude, definition
+    d = definition(definition_name)
+    runner = shape.runner(analysis=section != 'training')
+    batch = min(shape.settings.train.batch_size if d.train else 256, n)
+    per = None if lifting.kind == 'loop' else shape.size
+    fn = lift(GradientMagnitude(runner, d), ('variables', 'labels'), lifting).compiled()
+    per_args = {'variables': _lead(shape.variables(analysis=section != 'training'), per),
+                'labels': _lead(_spec((batch,), I32), per)}
+    shared = {'inputs': _spec((batch, *shape.image_shape), jnp.float32)}
+    blocks = -(-n // batch)
+    calls = epochs * blocks * (shape.size if per is None else 1)
+    return Job(section, f'input gradients G ({lifting.kind}, {batch} examples)',
+               lambda: jit_compile(('input gradients', runner, d, lifting), fn, per_args, shared), calls=calls,
+               count=f'{epochs} {which} x {blocks} batches of {n} examples'
+               + (f' x {shape.size} replicas' if per is None else ''),
+               fix=f'--config.train.batch_size={max(1, batch // 2)}' if d.train else '')
 
 
 def evaluation_job(shape: RunShape, lifting: Lifting) -> Job:
