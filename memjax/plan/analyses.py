@@ -167,7 +167,7 @@ def neuron_jobs(shape: RunShape, name: str, chip: Accelerator) -> list[Job]:
             compiled = compile_at(e)
             fits_at = _largest(compile_at, memory, chip.limit, min(n, AUTO_CAP)) if memory(compiled) > chip.limit \
                 else e
-            fix = f'--config.analysis.neurons.parallel={fits_at}' if fits_at else \
+            fix = '' if fits_at == e else f'--config.analysis.neurons.parallel={fits_at}' if fits_at else \
                 _reference_fix(s, compiler, memory, chip.limit)
         else:
             e = _largest(compile_at, memory, chip.limit, min(n, AUTO_CAP))
