@@ -24,7 +24,7 @@ LAYERS = (
     ('run',),                       # a trained run opened for analysis
     ('report',),                    # tables and figures (drawn by the analyses)
     ('analysis',),
-    ('experiment', 'paper_settings', 'main', 'notebook'),
+    ('experiment', 'paper_settings', 'main', 'notebook', 'plan'),
 )
 
 

@@ -190,7 +190,9 @@ def _pad(a, e: int):
 
 def search_compiler(model: StagedModel, variables: dict, x: jax.Array, y: jax.Array, ref_x: jax.Array,
                     ref_y: jax.Array, settings: Settings, key: jax.Array):
-    """E -> the search step compiled for E examples at once (arguments as `critical_neuron_search`'s)."""
+    """E -> the search step compiled for E examples at once (arguments as `critical_neuron_search`'s; arrays
+    or their shapes, `jax.ShapeDtypeStruct`: only shapes and dtypes are read, so `memjax.plan` compiles it
+    without data)."""
     start = full_masks(model, variables['params'], settings.candidates, settings.classifier_weights)
     rb = settings.reference_batch
     vstep = jax.vmap(lambda v, m, d, c, xi, yi, rx, ry, k: _search_step(model, v, settings, m, d, c, xi, yi, rx, ry, k),
@@ -198,7 +200,8 @@ def search_compiler(model: StagedModel, variables: dict, x: jax.Array, y: jax.Ar
 
     def compile_at(e: int):  # compiled once per process for the model, settings and shapes
         args = (abstract(variables), abstract(start, e), jax.ShapeDtypeStruct((e,), jnp.bool_),
-                jax.ShapeDtypeStruct((e,), jnp.int32), abstract(x[0], e), abstract(y[0], e),
+                jax.ShapeDtypeStruct((e,), jnp.int32), jax.ShapeDtypeStruct((e, *x.shape[1:]), x.dtype),
+                jax.ShapeDtypeStruct((e, *y.shape[1:]), y.dtype),
                 jax.ShapeDtypeStruct((e, rb, *ref_x.shape[1:]), ref_x.dtype),
                 jax.ShapeDtypeStruct((e, rb), ref_y.dtype), abstract(key, e))
         return compile_once(('neuron search step', model, settings), vstep, *args)
