@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from helpers import tiny_config
+from memjax.analysis.geometry.mftma import manifold_analysis
 from memjax.analysis.geometry.manifolds import GRANULARITY, Settings, manifold_examples
 from memjax.analysis.localization.layer_groups import chosen_units
 from memjax.analysis.runner import run_analyses
@@ -57,6 +58,13 @@ def test_manifolds_group_examples_as_p5_defines_them(trained):
 
 
 def test_manifolds_analysis_writes_rows_and_figures(trained):
+    """Each recomputed row (r = 0.5 replica, final epoch, every layer and kind) equals MFTMA run here on that
+    layer's flattened features of that replica at that epoch, for the examples P5's definition groups.
+
+    Would fail on: features of another layer, epoch or replica (layers or checkpoints paired wrongly), examples
+    scattered between manifolds (a wrong position map), kinds swapped (permuted and restored groups differ),
+    mean-pooled instead of flattened features, or settings (kappa, n_t, seed) not passed to MFTMA.
+    """
     workdir, config = trained
     with warnings.catch_warnings():
         warnings.simplefilter('ignore', UserWarning)  # tiny manifolds may reach the small iteration cap
@@ -69,6 +77,25 @@ def test_manifolds_analysis_writes_rows_and_figures(trained):
     assert all(float(r['capacity']) > 0 and float(r['radius']) > 0 for r in rows)
     assert {r['layer'] for r in rows} == {'conv3', 'fc4'} and {r['granularity'] for r in rows} == {'stage'}
     assert os.path.getsize(os.path.join(workdir, 'figures', 'manifolds_r0.5_s0.png')) > 10_000
+
+    run = open_run(workdir)
+    s = Settings.from_config(config.analysis.manifolds)
+    noisy, epoch = run.replica_index(0.5, 0), 2
+    groups = manifold_examples(run, noisy, s, [0, 1, 2, 3])
+    variables = run.replica_variables(epoch, noisy)
+    written = {(r['layer'], r['kind']): r for r in rows if int(r['replica']) == noisy and int(r['epoch']) == epoch}
+    for layer in ('conv3', 'fc4'):
+        for kind in ('permuted', 'restored'):
+            manifolds = [np.asarray(run.runner.features(variables, run.dataset.train_images[idx],
+                                                        outputs=(layer,))[0]) for idx in groups[kind]]
+            with warnings.catch_warnings():
+                warnings.simplefilter('ignore', UserWarning)
+                expected = manifold_analysis(manifolds, kappa=s.kappa, n_t=s.n_t, seed=s.seed,
+                                             max_features=s.max_features, max_iters=s.solver_iterations)
+            row = written[(layer, kind)]
+            for key in ('capacity', 'radius', 'dimension'):
+                assert float(row[key]) == pytest.approx(expected[key], rel=1e-3, abs=1e-6), (layer, kind, key)
+    assert written[('fc4', 'permuted')]['radius'] != written[('fc4', 'restored')]['radius']
 
 
 def test_too_few_examples_per_class_names_the_key(trained):

@@ -10,6 +10,7 @@ import pytest
 
 from helpers import tiny_config
 from memjax.analysis.localization.dropout_masks import MODES, evaluation_mask, memorization_mask, training_mask
+from memjax.analysis.localization.layer_groups import chosen_units
 from memjax.analysis.localization.example_tied import Settings, summary_text
 from memjax.analysis.localization.rewinding import rewound
 from memjax.analysis.runner import run_analyses
@@ -62,7 +63,36 @@ def test_rewinding_identities(workdir):
     assert len([r for r in rows if r['mode'] == 'last_k']) == 2 * 4 * 6  # replicas x epochs x k
 
 
+def _with_unit_from(variables, source, unit):
+    """`variables` with every params / batch_stats leaf under one of the unit's paths taken from `source`."""
+    def pick(path, leaf, other):
+        keys = tuple(getattr(k, 'key', k) for k in path)
+        inside = any(keys[1:1 + len(p)] == tuple(p) for p in unit.paths) and keys[0] in ('params', 'batch_stats')
+        return other if inside else leaf
+    return jax.tree_util.tree_map_with_path(pick, variables, source)
+
+
+def _accuracies(run, variables, replica):
+    """clean / memorization / test accuracy of one model, from its predictions here."""
+    data, noise = run.dataset, run.noise
+    train = np.asarray(run.runner.predict(variables, data.train_images))
+    test = np.asarray(run.runner.predict(variables, data.test_images))
+    mask, labels = noise['noise_mask'][replica], noise['labels'][replica]
+    return {'clean_accuracy': np.mean(train[~mask] == labels[~mask]),
+            'memorization_accuracy': np.mean(train[mask] == labels[mask]),
+            'test_accuracy': np.mean(test == data.test_labels)}
+
+
 def test_retraining_and_neurons_run_from_the_config(workdir):
+    """Retraining's epoch-0 rows are the final model of the noisy replica with the unit (params and BatchNorm
+    statistics) rewound to its epoch-0 checkpoint (P3 section 5.2), recomputed here; neurons' summary is the
+    summary of its per-example rows, and every row obeys the search's stopping rule.
+
+    Would fail on: a unit not reset (the final model), reset to a fresh initialisation or to another replica's
+    epoch 0, BatchNorm statistics left final, another unit reset, or accuracies against the wrong labels (true
+    instead of noisy for memorization); for neurons, a search that stops before the cap without a flip, counts
+    a neuron twice, or a summary that mixes clean and noisy examples or averages censored counts as flips.
+    """
     config = tiny_config(**{'analyses': ('retraining', 'neurons')})
     config.analysis.retraining.epochs = 2
     config.analysis.retraining.peak_epoch = 1.0
@@ -77,8 +107,44 @@ def test_retraining_and_neurons_run_from_the_config(workdir):
     rows = read(os.path.join(workdir, 'results/retraining/retraining.csv'))
     assert len(rows) == 2 * 3  # stages x (epoch 0 .. 2), one noisy replica
     assert {r['unit'] for r in rows} == {'conv1', 'fc4'} and {r['granularity'] for r in rows} == {'p3_groups'}
+
+    run = open_run(workdir)
+    noisy = run.replica_index(0.5, 0)
+    final, initial = run.replica_variables(run.final_epoch(), noisy), run.replica_variables(0, noisy)
+    untouched = _accuracies(run, final, noisy)
+    units = {u.name: u for u in chosen_units(run.model, 'p3_groups', ('conv1', 'fc4'))}
+    differs = False
+    for name, unit in units.items():
+        (row,) = [r for r in rows if r['unit'] == name and r['epoch'] == '0']
+        assert int(row['replica']) == noisy
+        expected = _accuracies(run, _with_unit_from(final, initial, unit), noisy)
+        for key, value in expected.items():
+            assert float(row[key]) == pytest.approx(value, abs=1e-6), (name, key)
+        differs |= any(abs(expected[k] - untouched[k]) > 1e-6 for k in expected)
+    assert differs  # rewinding a unit changes the model: the comparison above is not vacuous
+
+    neurons = read(os.path.join(workdir, 'results/neurons/neurons.csv'))
     summary = read(os.path.join(workdir, 'results/neurons/summary.csv'))
     assert len(summary) == 1 and summary[0]['noise_ratio'] == '0.5'
+    removed = [k for k in neurons[0] if k.startswith('removed_')]
+    assert neurons and removed
+    mask = run.noise['noise_mask'][noisy]
+    for r in neurons:
+        count = int(r['neurons'])
+        assert mask[int(r['example'])] == (r['kind'] == 'noisy')  # the kind is the example's
+        assert r['censored'] == str(r['flipped'] == 'False')
+        assert (1 <= count <= 5) if r['flipped'] == 'True' else count == 5  # no stop without a flip before the cap
+        assert sum(int(r[k]) for k in removed) == count  # each removed neuron sits in exactly one unit
+    for kind in ('clean', 'noisy'):
+        mine = [r for r in neurons if r['kind'] == kind]
+        flipped = [int(r['neurons']) for r in mine if r['flipped'] == 'True']
+        assert int(summary[0][f'searched_{kind}']) == len(mine)
+        assert int(summary[0][f'censored_{kind}']) == len(mine) - len(flipped)
+        if flipped:
+            assert float(summary[0][f'mean_neurons_{kind}']) == pytest.approx(np.mean(flipped))
+        if mine:
+            assert float(summary[0][f'restricted_mean_neurons_{kind}']) == pytest.approx(
+                np.mean([int(r['neurons']) for r in mine]))
     for name in ('retraining', 'neurons'):
         assert os.path.getsize(os.path.join(workdir, 'figures', f'{name}.png')) > 10_000
 

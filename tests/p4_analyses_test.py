@@ -4,6 +4,7 @@ import csv
 import json
 import os
 
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -13,6 +14,7 @@ from memjax.analysis.dissection import dissimilarity
 from memjax.analysis.runner import run_analyses
 from memjax.errors import ConfigError
 from memjax.experiment import check
+from memjax.run import open_run
 from memjax.train.faults import Poison
 from memjax.train.loop import train
 from train_test import quiet
@@ -91,6 +93,37 @@ def test_dissimilarity_table_covers_every_ordered_pair_and_says_which_pairs_shar
                for k in ((this, '1'), (b, '0'))}
     parsed = [{**r, 'noise_ratio_a': float(r['noise_ratio_a']), 'noise_ratio_b': float(r['noise_ratio_b']),
                'same_labels': r['same_labels'] == 'True', 'dissimilarity': float(r['dissimilarity'])} for r in rows]
+    # Dist(a, b) recomputed here (P4 eq. 2): a's maximising images (images.npz) through f_a and f_b, the KL of
+    # softmax f_a from softmax f_b averaged over classes, then mean and std (ddof 0) over seeds. Would fail on
+    # a swapped KL, b's images instead of a's, rows and columns transposed, replicas or runs paired with the
+    # wrong checkpoints, or the std over classes instead of seeds.
+    saved = np.load(root / 'a' / 'results' / 'dissimilarity' / 'images.npz')
+    run_a, run_b = open_run(str(root / 'a')), open_run(b)
+    one, two = run_a.replica_index(1.0, 0), run_a.replica_index(1.0, 1)
+
+    def logits(run, replica, images):
+        flat = jnp.asarray(images.reshape(-1, *images.shape[-3:]))
+        out = run.runner.pixel_logits(run.replica_variables(run.final_epoch(), replica), flat)
+        return np.asarray(out, np.float64).reshape(*images.shape[:2], -1)  # [C, S, K]
+
+    def dist(images, p_logits, q_logits):
+        log_p = p_logits - np.log(np.exp(p_logits).sum(-1, keepdims=True))
+        log_q = q_logits - np.log(np.exp(q_logits).sum(-1, keepdims=True))
+        per_seed = (np.exp(log_p) * (log_p - log_q)).sum(-1).mean(0)  # [S]
+        return per_seed.mean(), per_seed.std()
+
+    def row(a, run_b_name, seed_b, ratio_b='1.0'):
+        (r,) = [r for r in rows if r['run_a'] == this and r['noise_ratio_a'] == '1.0' and r['seed_a'] == str(a)
+                and r['run_b'] == run_b_name and r['noise_ratio_b'] == ratio_b and r['seed_b'] == str(seed_b)]
+        return float(r['dissimilarity']), float(r['dissimilarity_std'])
+
+    for a, (other_run, replica_b, name_b, seed_b) in ((one, (run_a, two, this, 1)), (two, (run_a, one, this, 0)),
+                                                      (one, (run_b, run_b.replica_index(1.0, 0), b, 0))):
+        images = saved['images'][a]  # [C, S, H, W, C_img]
+        expected = dist(images, logits(run_a, a, images), logits(other_run, replica_b, images))
+        seed_a = run_a.replicas[a].seed
+        assert row(seed_a, name_b, seed_b) == pytest.approx(expected, rel=2e-3, abs=1e-6), (a, name_b, seed_b)
+    assert row(0, this, 1) != pytest.approx(row(1, this, 0), rel=1e-3)  # asymmetric: the images are a's
     bars = dissimilarity._summary(parsed)
     assert set(bars) == {'true labels: other seed', 'r=1 other X_R: other seed', 'true labels: b',
                          'r=1 same X_R: b', 'r=1 other X_R: b'}

@@ -2,6 +2,8 @@
 
 import os
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -34,12 +36,48 @@ def test_per_ratio_weight_decay_equals_the_replica_trained_alone(tmp_path):
         check(tiny_config(**{'train.weight_decay_by_ratio': ((0.3, 0.0),)}))
 
 
+def _pixel_gradient_magnitude(run, variables, images, labels):
+    """G = mean over examples of sum_j |dL/dp_j|, L = cross-entropy of the label, p = image / 255 (eval mode),
+    computed here from the model's own forward pass (`memjax.train.input_gradients`, 'eval_pixels')."""
+    mean, std = jnp.asarray(run.dataset.mean), jnp.asarray(run.dataset.std)
+
+    def loss(pixels, label):
+        logits = run.model.apply(variables, (pixels[None] - mean) / std, train=False).output[0]
+        return -jax.nn.log_softmax(logits.astype(jnp.float32))[label]
+
+    pixels = jnp.asarray(images, jnp.float32) / 255.0
+    grads = jax.vmap(jax.grad(loss))(pixels, jnp.asarray(labels))
+    return float(jnp.abs(grads).reshape(grads.shape[0], -1).sum(axis=1).mean())
+
+
 def test_input_gradients_are_recorded_every_epoch(tmp_path):
+    """The recorded G of each replica at each epoch equals G recomputed from that epoch's checkpoint on the first
+    `input_gradient_examples` training images with the replica's own (noisy) labels.
+
+    Would fail on: the true labels instead of the replica's training labels (checked to differ for r = 0.5),
+    the gradient taken with respect to the normalised input instead of the [0, 1] pixel (a factor 1 / std), a
+    mean instead of a sum over input dimensions, G measured before the epoch's steps or on another replica's
+    parameters, other examples than the first n, or BatchNorm in training mode.
+    """
     config = tiny_config(**{'train.input_gradients': True, 'train.input_gradient_examples': 16})
     train(config, str(tmp_path / 'run'), log=quiet)
-    rows = open_run(str(tmp_path / 'run')).directory.read_metrics()
+    run = open_run(str(tmp_path / 'run'))
+    rows = run.directory.read_metrics()
     values = [r['input_gradient'] for r in rows]
     assert len(values) == 2 * 4 and all(np.isfinite(v) and v > 0 for v in values)
+    recorded = {(r['epoch'], r['replica']): r['input_gradient'] for r in rows}
+    images = run.dataset.train_images[:16]
+    noisy = run.replica_index(0.5, 0)
+    labels, true = run.noise['labels'][noisy, :16], run.noise['true_labels'][:16]
+    assert (labels != true).any()
+    for epoch in (run.final_epoch(), 1):
+        for replica in range(2):
+            variables = run.replica_variables(epoch, replica)
+            expected = _pixel_gradient_magnitude(run, variables, images, run.noise['labels'][replica, :16])
+            assert recorded[(epoch, replica)] == pytest.approx(expected, rel=1e-4), (epoch, replica)
+    final = run.replica_variables(run.final_epoch(), noisy)
+    with_true_labels = _pixel_gradient_magnitude(run, final, images, true)
+    assert recorded[(run.final_epoch(), noisy)] != pytest.approx(with_true_labels, rel=1e-2)
 
 
 def test_shared_labels_give_every_seed_of_a_ratio_one_relabelled_set(tmp_path):
