@@ -22,7 +22,7 @@ same analyses that finishes in seconds on a CPU (the Colab notebooks' CI uses it
 Command:
     python -m memjax.main --config=configs/cifar10_vgg11_p4.py --workdir=runs/cifar10_vgg11_p4 \
         --config.data.data_dir=$HOME/tensorflow_datasets
-Expected time on one H100: not measured (no GPU was available to this project's sessions so far).
+Expected time on one H100: not measured (no GPU has been available yet); `python -m memjax.plan` estimates it.
 """
 
 from memjax.experiment import apply_variant, base_config

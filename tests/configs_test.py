@@ -74,7 +74,7 @@ def test_the_p2_configs_run_their_papers_analyses():
 
 
 @pytest.mark.parametrize('variant,data,model,analyses', [
-    ('', 'cifar10', 'resnet9', ('gradients', 'rewinding', 'retraining', 'neurons', 'example_tied')),
+    ('', 'cifar10', 'resnet9', ('gradients', 'rewinding', 'retraining', 'neurons', 'example_tied', 'weight_change')),
     ('mnist', 'mnist', 'resnet9', ('gradients', 'rewinding', 'retraining', 'example_tied')),
     ('svhn', 'svhn_cropped', 'resnet9', ('gradients', 'rewinding', 'retraining', 'example_tied')),
     ('resnet50', 'cifar10', 'resnet50', ('gradients', 'rewinding')),

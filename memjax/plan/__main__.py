@@ -23,10 +23,14 @@ from memjax.errors import MemjaxError
 from memjax.plan.accelerators import NAMES, accelerator
 from memjax.plan.report import make_plan
 
-_CONFIG = config_flags.DEFINE_config_file('config', None, 'Path to a config file (configs/*.py).', lock_config=True)
-_ACCELERATOR = flags.DEFINE_string('accelerator', 'h100', f'the chip planned for: one of {", ".join(NAMES)}')
-_JSON = flags.DEFINE_string('json', None, 'also write the plan as JSON to this file')
-_ONLY = flags.DEFINE_list('only', [], "sections to plan (e.g. training,neurons; empty: all)")
+# Its own flags (not absl's global FLAGS, which `memjax.main` fills in the same process, e.g. in a notebook).
+_FLAGS = flags.FlagValues()
+_CONFIG = config_flags.DEFINE_config_file('config', None, 'Path to a config file (configs/*.py).', lock_config=True,
+                                          flag_values=_FLAGS)
+_ACCELERATOR = flags.DEFINE_string('accelerator', 'h100', f'the chip planned for: one of {", ".join(NAMES)}',
+                                   flag_values=_FLAGS)
+_JSON = flags.DEFINE_string('json', None, 'also write the plan as JSON to this file', flag_values=_FLAGS)
+_ONLY = flags.DEFINE_list('only', [], "sections to plan (e.g. training,neurons; empty: all)", flag_values=_FLAGS)
 
 EXIT_MISFIT, EXIT_INPUT = 1, 2
 
@@ -39,7 +43,7 @@ def _fail(message: str) -> None:
 def entry(argv: list[str] | None = None) -> int:
     argv = list(sys.argv if argv is None else argv)
     try:
-        flags.FLAGS(argv)
+        _FLAGS(argv)
         if _CONFIG.value is None:
             _fail('--config is required, e.g. --config=configs/cifar10_r18.py')
         config = _CONFIG.value
@@ -52,7 +56,7 @@ def entry(argv: list[str] | None = None) -> int:
         chip = accelerator(_ACCELERATOR.value)
     except ValueError as error:
         _fail(str(error))
-    name = flags.FLAGS['config'].config_filename
+    name = _FLAGS['config'].config_filename
     try:
         plan = make_plan(config, chip, name, tuple(_ONLY.value))
     except MemjaxError as error:
