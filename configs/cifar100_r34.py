@@ -15,10 +15,11 @@ up to 200 epochs; an estimate from the FLOP count at ~30% of peak, not a
 measurement; replicas stop as they converge).
 """
 
+from memjax.experiment import apply_variant
 from memjax.paper_settings import P2_RATIOS, random_label_sweep
 
 
-def get_config():
+def get_config(arg=None):
     c = random_label_sweep('cifar100', 'resnet34', P2_RATIOS)
     c.analyses = ('stitching',)  # both directions; the critical depths are part of it
-    return c
+    return apply_variant(c, arg)

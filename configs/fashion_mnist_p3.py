@@ -17,10 +17,10 @@ Command (the data comes from Debian's dataset-fashion-mnist package):
 Expected time: about 45 minutes on a 2-core CPU (7 of training, the rest the analyses; see README).
 """
 
-from memjax.experiment import base_config
+from memjax.experiment import apply_variant, base_config
 
 
-def get_config():
+def get_config(arg=None):
     c = base_config()
     c.data.source = 'raw'
     c.data.name = 'fashion_mnist'
@@ -53,4 +53,4 @@ def get_config():
     c.analysis.neurons.num_clean = 24
     c.analysis.neurons.num_noisy = 24
     c.analysis.neurons.max_neurons = 20
-    return c
+    return apply_variant(c, arg)

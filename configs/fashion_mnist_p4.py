@@ -24,10 +24,10 @@ Expected time: training took 92 min and the analyses about 16 min (the DCGAN
 width-64 DCGAN took 2.5 min per epoch there, hence the smaller generator here).
 """
 
-from memjax.experiment import base_config
+from memjax.experiment import apply_variant, base_config
 
 
-def get_config():
+def get_config(arg=None):
     c = base_config()
     c.data.source = 'raw'
     c.data.name = 'fashion_mnist'
@@ -57,4 +57,4 @@ def get_config():
     c.analysis.dissimilarity.generator_width = 32
     c.analysis.dissimilarity.num_seeds = 8
     c.analysis.dissimilarity.iterations = 150
-    return c
+    return apply_variant(c, arg)

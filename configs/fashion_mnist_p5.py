@@ -19,10 +19,10 @@ Command (the data comes from Debian's dataset-fashion-mnist package):
 Expected time: about 15 minutes on a 2-core CPU, analyses included.
 """
 
-from memjax.experiment import base_config
+from memjax.experiment import apply_variant, base_config
 
 
-def get_config():
+def get_config(arg=None):
     c = base_config()
     c.data.source = 'raw'
     c.data.name = 'fashion_mnist'
@@ -43,4 +43,4 @@ def get_config():
     c.analysis.manifolds.examples_per_class = 50
     c.analysis.manifolds.num_epochs = 4
     c.analysis.rewinding.num_train = 2000
-    return c
+    return apply_variant(c, arg)

@@ -23,11 +23,11 @@ CNN; an estimate from the FLOP count, not a measurement); the analyses not
 measured.
 """
 
-from memjax.experiment import base_config
+from memjax.experiment import apply_variant, base_config
 from memjax.paper_settings import P1_P2_ANALYSES, P2_RATIOS, paper_cka
 
 
-def get_config():
+def get_config(arg=None):
     c = base_config()
     c.data.source = 'tfds'
     c.data.name = 'svhn_cropped'
@@ -45,4 +45,4 @@ def get_config():
     c.checkpoint.every = 1
     paper_cka(c)  # P1's CKA: biased linear, full batch on the whole test split (memjax/paper_settings.py)
     c.analyses = tuple(a for a in P1_P2_ANALYSES if a != 'finetune')  # P2 fine-tuned ResNet-18 only
-    return c
+    return apply_variant(c, arg)

@@ -36,6 +36,17 @@ def test_config_validates_and_documents_itself(path):
     build_model(config.model.name, 10 if config.data.name != 'cifar100' else 100, config.model.width)
 
 
+@pytest.mark.parametrize('path', CONFIGS, ids=os.path.basename)
+def test_every_config_has_a_smoke_variant_of_the_same_analyses(path):
+    """`--config=configs/<name>.py:smoke` works for every config: synthetic data, two epochs, the same
+    analyses (a config whose get_config takes no variant would refuse it)."""
+    module = load(path)
+    full, smoke = module.get_config(), module.get_config('smoke')
+    check(smoke)
+    assert smoke.data.source == 'synthetic' and smoke.train.epochs == 2
+    assert tuple(smoke.analyses) == tuple(full.analyses)
+
+
 def test_p1_cka_is_per_layer_in_the_cifar_resnet_configs():
     """P1's Fig. 1 is per layer; the default job's CNN keeps the default (its layers are its stages)."""
     for name in ('cifar10_r18', 'cifar10_r34', 'cifar100_r34', 'cifar100_r50'):
