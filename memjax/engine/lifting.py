@@ -231,24 +231,35 @@ def _transpose(outputs: list) -> Any:
     return Replicas(outputs)
 
 
+def one_device_rule(backend: str, num_replicas: int) -> tuple[str, str]:
+    """(the lifting 'auto' gives R replicas on ONE device of `backend`, why); `choose` and `memjax.plan` share it.
+
+    One replica -> loop (nothing to lift). CPU -> loop: XLA:CPU runs the grouped convolutions of vmap 3-9x
+    slower than separate ones (BENCHMARKS.md). GPU and TPU -> vmap (one program). `map` is the candidate
+    for GPUs, where vmap's grouped convolutions have a slow backward pass (jax issue 13800; in jax issue
+    26568 lax.map over 10 CNN seeds took 1.71 ms against vmap's 4.92 ms): `scripts/device_check.py`
+    measures every lifting on the first GPU, and this rule follows its numbers once they exist.
+    """
+    if num_replicas == 1:
+        return 'loop', 'a single replica'
+    if backend == 'cpu':
+        return 'loop', 'XLA:CPU runs the grouped convolutions of vmap slowly'
+    return 'vmap', f'one program for all replicas on {backend}'
+
+
 def choose(requested: str, num_replicas: int, local: bool = False) -> tuple[Lifting, str]:
     """(the Lifting `requested` names on this machine, why): a rule of the backend and the device and
     replica counts only, so the same command on the same machine always computes the same way.
 
-    'auto': one replica -> loop (nothing to lift); several devices -> shard; CPU -> loop (XLA:CPU runs
-    the grouped convolutions of vmap 3-9x slower than separate ones, BENCHMARKS.md); GPU and TPU -> vmap
-    (one program). 'shard' spans the largest number of devices that divides the replica count.
+    'auto': several devices -> shard; otherwise `one_device_rule` (CPU -> loop, GPU and TPU -> vmap;
+    one replica -> loop). 'shard' spans the largest number of devices that divides the replica count.
     """
     backend, devices = jax.default_backend(), jax.device_count()
     if requested == 'auto':
-        if num_replicas == 1:
-            requested, reason = 'loop', 'a single replica'
-        elif devices > 1:
+        if num_replicas > 1 and devices > 1:
             requested, reason = 'shard', f'{devices} {backend} devices'
-        elif backend == 'cpu':
-            requested, reason = 'loop', 'XLA:CPU runs the grouped convolutions of vmap slowly'
         else:
-            requested, reason = 'vmap', f'one program for all replicas on {backend}'
+            requested, reason = one_device_rule(backend, num_replicas)
     else:
         reason = 'requested'
     if requested == 'shard':

@@ -18,7 +18,7 @@ from __future__ import annotations
 import dataclasses
 import os
 
-from memjax.engine.lifting import Lifting
+from memjax.engine.lifting import Lifting, one_device_rule
 
 GB = 1e9
 TFLOPS = 1e12
@@ -107,15 +107,11 @@ def accelerator(name: str) -> Accelerator:
 
 
 def planned_lifting(requested: str, replicas: int, chip: Accelerator) -> tuple[Lifting, str]:
-    """(the lifting `requested` gives on ONE `chip`, why): `memjax.engine.lifting.choose`'s rule for one
-    device of that kind. 'auto': one replica -> loop; the CPU -> loop; a GPU or TPU -> vmap. 'shard' on one
-    chip is one device's vmap (its programs are vmap's)."""
+    """(the lifting `requested` gives on ONE `chip`, why): `memjax.engine.lifting.one_device_rule`, the rule
+    `choose` applies on one device. 'shard' on one chip is one device's vmap (its programs are vmap's)."""
     if requested == 'auto':
-        if replicas == 1:
-            return Lifting('loop'), 'a single replica'
-        if chip.kind == 'cpu':
-            return Lifting('loop'), 'XLA:CPU runs the grouped convolutions of vmap slowly'
-        return Lifting('vmap'), f'one program for all replicas on a {chip.kind.upper()}'
+        kind, reason = one_device_rule(chip.kind, replicas)
+        return Lifting(kind), reason
     if requested == 'shard':
         return Lifting('vmap'), 'requested; shard over one chip runs vmap on it'
     return Lifting(requested), 'requested'
