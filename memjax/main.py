@@ -203,7 +203,39 @@ def _parse(argv: list[str]):
     except (ConfigError, SystemExit):
         raise
     except Exception as error:  # config file or override that does not parse
-        raise ConfigError(f'bad command line: {_one_line(error)}') from error
+        raise ConfigError(_unknown_key(argv, error) or f'bad command line: {_one_line(error)}') from error
+
+
+def _unknown_key(argv: list[str], error: BaseException) -> str | None:
+    """The one line for an override that names no key: which flag, and the keys its group has."""
+    import re
+    match = re.search(r"'([A-Za-z_][A-Za-z0-9_]*)'", _one_line(error))
+    if not match:
+        return None
+    key = match.group(1)
+    for arg in argv:
+        name = arg.split('=', 1)[0]
+        if name.startswith('--config.') and name.endswith('.' + key):
+            group = name[len('--config.'):-len(key) - 1]
+            hint = ''
+            path = next((a.split('=', 1)[1].split(':')[0] for a in argv if a.startswith('--config=')), '')
+            try:  # the config file without the overrides (as its module builds it)
+                import importlib.util
+                spec = importlib.util.spec_from_file_location('_memjax_config', path)
+                module = importlib.util.module_from_spec(spec)
+                spec.loader.exec_module(module)
+                node = module.get_config()
+                for part in group.split('.'):
+                    node = node[part]
+                if hasattr(node, 'keys'):
+                    hint = f" (the keys of {group}: {', '.join(sorted(node.keys()))})"
+            except Exception:  # the file or the group does not load: the key alone is named
+                pass
+            text = _one_line(error)
+            if 'Did you mean' in text:
+                hint = ' ' + text[text.index('Did you mean'):].split('?')[0] + '?'
+            return f'{name} names no key: {group} has no {key!r}{hint}'
+    return None
 
 
 def entry(argv: list[str] | None = None) -> None:

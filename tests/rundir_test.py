@@ -167,6 +167,9 @@ def test_no_validation_split_is_refused_for_analyses_that_train_on_it():
 
 @pytest.mark.parametrize('args,message', [
     (['--config.analysis.stitching.epochz=3'], 'Did you mean "epochs"'),
+    (['--config.analysis.example_tied.p_gen=0.8'],  # a key with no near name: the group's keys are listed
+     "--config.analysis.example_tied.p_gen names no key: analysis.example_tied has no 'p_gen' (the keys of "
+     'analysis.example_tied: draw, epochs, grid_p_gen'),
     (['--config.train.epochs=abc'], "invalid literal for int() with base 10: 'abc'"),
 ])
 def test_command_line_mistakes_are_one_line(tmp_path, args, message):
