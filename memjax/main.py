@@ -154,8 +154,12 @@ def _silence_after_failure() -> None:
     """Once the failure is reported: the background threads of orbax and tensorstore that fail
     while the process exits (their event loop is closed) print nothing more."""
     import threading
+    import warnings
     quiet = lambda *args: None
     threading.excepthook = sys.excepthook = sys.unraisablehook = quiet
+    warnings.simplefilter('ignore')  # e.g. orbax's write coroutines "never awaited" at exit
+    sys.stderr.flush()
+    os.dup2(os.open(os.devnull, os.O_WRONLY), 2)  # and whatever native code prints while the process ends
 
 
 def _fail(message: str, status: int, debug: bool, tell_others: bool = True) -> None:
