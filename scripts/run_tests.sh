@@ -13,4 +13,4 @@ export JAX_PLATFORMS=cpu
 workers="${MEMJAX_TEST_WORKERS:-2}"
 parallel=()
 [[ "$workers" != 0 ]] && parallel=(-n "$workers" --dist loadfile)
-exec .venv/bin/python -m pytest -q -ra "${parallel[@]}" tests "$@"
+exec .venv/bin/python -m pytest -q -ra --durations=15 ${parallel[@]+"${parallel[@]}"} tests "$@"
