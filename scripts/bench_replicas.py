@@ -27,13 +27,18 @@ import jax.numpy as jnp
 import numpy as np
 
 from memjax.engine.fit import Chunk
-from memjax.engine.lifting import Lifting, lift, stacked
+from memjax.engine.lifting import Lifting, Replicas, lift, stacked
 from memjax.engine.runner import runner_for
 from memjax.experiment import base_config
 from memjax.models import build_model
 from memjax.train.loop import _Init, default_steps_per_call
 from memjax.train.state import OptimizerSpec
 from memjax.train.trainable import ClassifierTrainable
+
+
+def _ready(*values) -> None:
+    """Waits for every array of `values` (a loop lifting's `Replicas` tuple is not a pytree node: its items are)."""
+    jax.block_until_ready([tuple(v) if isinstance(v, Replicas) else v for v in values])
 
 
 def bench_training(model_name: str, replicas: int, strategy_name: str, batch: int, dtype: str,
@@ -64,12 +69,12 @@ def bench_training(model_name: str, replicas: int, strategy_name: str, batch: in
                 running=np.ones(replicas, bool))
     start = time.perf_counter()
     state, loss = program(state=state, **args)
-    jax.block_until_ready((state, loss))
+    _ready(state, loss)
     compile_and_first = time.perf_counter() - start
     start = time.perf_counter()
     for _ in range(calls):
         state, loss = program(state=state, **args)
-    jax.block_until_ready((state, loss))
+    _ready(state, loss)
     seconds = (time.perf_counter() - start) / (calls * steps)
     return {'model': model_name, 'strategy': strategy_name, 'replicas': replicas, 'batch': batch,
             'dtype': dtype, 'seconds_per_step': seconds, 'images_per_second': replicas * batch / seconds,

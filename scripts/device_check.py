@@ -171,65 +171,17 @@ def neurons(chip, smoke: bool, deadline: float) -> dict:
 
 
 def torch_steps(batch: int, calls: int) -> dict:
-    """Eager PyTorch training steps of ResNet-18 and the CNN (channels_last, autocast bf16 on CUDA)."""
-    try:
-        import torch
-        import torch.nn as tnn
-    except ImportError:
+    """Eager PyTorch training steps of ResNet-18 and the CNN (channels_last, autocast bf16 on CUDA): the
+    networks and step of `scripts/bench_throughput.py`."""
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    from bench_throughput import torch_baseline
+    rows = [torch_baseline(name, batch, calls) for name in ('resnet18', 'cnn')]
+    if rows[0] is None:
         return {'skipped': 'torch is not installed'}
-    device = 'cuda' if torch.cuda.is_available() else 'cpu'
-
-    def conv_bn(cin, cout, stride=1):
-        return [tnn.Conv2d(cin, cout, 3, stride, 1, bias=False), tnn.BatchNorm2d(cout), tnn.ReLU()]
-
-    class Block(tnn.Module):
-        def __init__(self, cin, cout, stride):
-            super().__init__()
-            self.body = tnn.Sequential(*conv_bn(cin, cout, stride), tnn.Conv2d(cout, cout, 3, 1, 1, bias=False),
-                                       tnn.BatchNorm2d(cout))
-            self.short = (tnn.Sequential() if stride == 1 and cin == cout else
-                          tnn.Sequential(tnn.Conv2d(cin, cout, 1, stride, bias=False), tnn.BatchNorm2d(cout)))
-
-        def forward(self, x):
-            return torch.relu(self.body(x) + self.short(x))
-
-    def resnet18():
-        layers, cin = conv_bn(3, 64), 64
-        for i, w in enumerate((64, 128, 256, 512)):
-            for j in range(2):
-                layers.append(Block(cin, w, 2 if i > 0 and j == 0 else 1))
-                cin = w
-        return tnn.Sequential(*layers, tnn.AdaptiveAvgPool2d(1), tnn.Flatten(), tnn.Linear(512, 10))
-
-    def cnn():
-        return tnn.Sequential(*conv_bn(3, 32), tnn.MaxPool2d(2), *conv_bn(32, 64), tnn.MaxPool2d(2),
-                              *conv_bn(64, 128), tnn.MaxPool2d(2), tnn.Flatten(), tnn.Linear(2048, 256), tnn.ReLU(),
-                              tnn.Linear(256, 128), tnn.ReLU(), tnn.Linear(128, 64), tnn.ReLU(), tnn.Linear(64, 10))
-
-    out = {'device': device, 'autocast_bf16': device == 'cuda', 'torch': torch.__version__}
-    for name, build in (('resnet18', resnet18), ('cnn', cnn)):
-        net = build().to(device).to(memory_format=torch.channels_last)
-        opt = torch.optim.SGD(net.parameters(), lr=0.05, momentum=0.9, weight_decay=5e-4)
-        x = torch.randn(batch, 3, 32, 32, device=device).to(memory_format=torch.channels_last)
-        y = torch.randint(0, 10, (batch,), device=device)
-
-        def step():
-            with torch.autocast(device_type=device, dtype=torch.bfloat16, enabled=device == 'cuda'):
-                loss = tnn.functional.cross_entropy(net(x), y)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-
-        for _ in range(2):
-            step()
-        if device == 'cuda':
-            torch.cuda.synchronize()
-        start = time.perf_counter()
-        for _ in range(calls):
-            step()
-        if device == 'cuda':
-            torch.cuda.synchronize()
-        out[name] = {'batch': batch, 'images_per_second': batch * calls / (time.perf_counter() - start)}
+    import torch
+    out = {'device': rows[0]['device'], 'autocast_bf16': rows[0]['autocast_bf16'], 'torch': torch.__version__}
+    for row in rows:
+        out[row['model']] = {'batch': row['batch'], 'images_per_second': row['images_per_second']}
     return out
 
 
