@@ -125,13 +125,28 @@ def _key(*parts: Any) -> str:
     return _PREFIX + '/'.join(str(p) for p in parts)
 
 
-def fail(message: str, status: int = 2) -> None:
-    """Posts this process's failure for the others (they stop at their next `together`/`barrier`)."""
-    if several():
-        try:
-            _client().key_value_set(_key('failed', index()), f'{status}\t{message}')
-        except Exception:
-            pass
+def fail(message: str, status: int = 2, wait: float = 10.0) -> None:
+    """Posts this process's failure for the others (they stop at their next `together`/`barrier`).
+
+    Process 0 hosts the coordinator: it waits (at most `wait` s) until every other process has failed too
+    or has seen the failure, so that none of them loses the coordinator before reading the line to print.
+    """
+    if not several():
+        return
+    try:
+        client = _client()
+        client.key_value_set(_key('failed', index()), f'{status}\t{message}')
+        if index() != 0:
+            return
+        deadline = time.monotonic() + wait
+        while time.monotonic() < deadline:
+            told = {int(k.rsplit('/', 1)[1]) for kind in ('failed', 'seen')
+                    for k, _ in client.key_value_dir_get(_key(kind) + '/')}
+            if told >= set(range(count())):
+                return
+            time.sleep(0.05)
+    except Exception:
+        pass
 
 
 def _failure(skip: int | None = None) -> tuple[int, int, str] | None:
@@ -166,6 +181,10 @@ def barrier(name: str, timeout: float | None = None) -> None:
         failed = _failure(skip=index())
         if failed is not None:
             process, status, message = failed
+            try:  # process 0 waits for this before it takes the coordinator down
+                client.key_value_set(_key('seen', index()), '1')
+            except Exception:
+                pass
             raise ProcessError(f'process {process} failed: {message}', status)
         if time.monotonic() > deadline:
             missing = sorted(set(range(count())) - arrived)
