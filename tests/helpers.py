@@ -25,6 +25,11 @@ def tiny_config(**overrides):
     c.train.strategy = 'loop'
     c.train.eval_batch_size = 64
     c.checkpoint.async_save = False
+    return apply_overrides(c, overrides)
+
+
+def apply_overrides(c, overrides: dict):
+    """`c` with dotted keys set ({'train.epochs': 2} as --config.train.epochs=2 would)."""
     for key, value in overrides.items():
         node = c
         *path, last = key.split('.')

@@ -17,6 +17,8 @@ import jax
 import jax.numpy as jnp
 import pytest
 
+from helpers import apply_overrides
+
 from memjax.plan import __main__ as cli
 from memjax.plan.accelerators import ACCELERATORS, accelerator, planned_lifting
 from memjax.plan.analyses import analysis_jobs
@@ -30,14 +32,7 @@ CONFIGS = sorted(os.path.basename(p)[:-3] for p in glob.glob(os.path.join(ROOT, 
 
 
 def _config(name, **overrides):
-    c = importlib.import_module(f'configs.{name}').get_config()
-    for key, value in overrides.items():
-        node = c
-        *path, last = key.split('.')
-        for part in path:
-            node = node[part]
-        node[last] = value
-    return c
+    return apply_overrides(importlib.import_module(f'configs.{name}').get_config(), overrides)
 
 
 def _run(capsys, *args):
