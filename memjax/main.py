@@ -164,12 +164,12 @@ def _silence_after_failure() -> None:
 
 def _fail(message: str, status: int, debug: bool, tell_others: bool = True) -> None:
     from memjax.engine import processes
-    if tell_others:
-        processes.fail(message, status)  # the other processes stop at their next barrier, naming this one
     if debug:
         traceback.print_exc()
     print(f'memjax: error: {message}', file=sys.stderr)
     sys.stderr.flush()
+    if tell_others:
+        processes.fail(message, status)  # the other processes stop at their next barrier, naming this one
     if processes.several():  # not JAX's shutdown barrier, which the other processes may never reach
         sys.stdout.flush()
         os._exit(status)

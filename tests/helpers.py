@@ -2,7 +2,15 @@
 
 from __future__ import annotations
 
+import os
+
 from memjax.experiment import base_config
+
+
+def xla_flags(devices: int) -> str:
+    """XLA_FLAGS for a subprocess that sees `devices` CPU devices, keeping the suite's compiler flags (conftest)."""
+    return ' '.join(f for f in (os.environ.get('XLA_FLAGS', ''), f'--xla_force_host_platform_device_count={devices}')
+                    if f)
 
 
 def tiny_config(**overrides):

@@ -8,6 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from helpers import xla_flags
 from memjax.engine.lifting import KINDS, Lifting, Replicas, lift, stacked
 
 
@@ -114,7 +115,7 @@ def test_shard_splits_replicas_over_8_devices_without_collectives_and_agrees_wit
     import os
     import subprocess
     import sys
-    env = dict(os.environ, JAX_PLATFORMS='cpu', XLA_FLAGS='--xla_force_host_platform_device_count=8')
+    env = dict(os.environ, JAX_PLATFORMS='cpu', XLA_FLAGS=xla_flags(8))
     result = subprocess.run([sys.executable, '-c', SHARD_SCRIPT], env=env, capture_output=True, text=True,
                             timeout=600, cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     assert result.returncode == 0, result.stderr[-3000:]

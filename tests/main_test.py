@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from helpers import tiny_config
+from helpers import tiny_config, xla_flags
 from memjax.run import open_run
 from memjax.train.faults import KILL_AFTER_EPOCH_ENV
 from memjax.train.loop import train
@@ -75,7 +75,7 @@ def test_kill_9_then_the_same_command_resumes_to_the_uninterrupted_result(tmp_pa
     assert killed.returncode == -signal.SIGKILL, killed.stderr
     assert open_run(str(tmp_path / 'resumed')).directory.status()['epoch'] == 2
     # On two devices auto's rule would shard; the resumed run keeps the strategy it began with.
-    resumed = cli(config, tmp_path / 'resumed', env={'XLA_FLAGS': '--xla_force_host_platform_device_count=2'})
+    resumed = cli(config, tmp_path / 'resumed', env={'XLA_FLAGS': xla_flags(2)})
     assert resumed.returncode == 0, resumed.stderr
     assert 'resuming' in resumed.stdout and 'after epoch 2' in resumed.stdout
     assert 'strategy auto -> loop' in resumed.stdout, resumed.stdout
@@ -89,7 +89,7 @@ def test_kill_9_then_the_same_command_resumes_to_the_uninterrupted_result(tmp_pa
 def test_replicas_sharded_over_8_devices_equal_the_single_device_run(tmp_path):
     config = write_config(tmp_path, **{'train.epochs': 2, 'noise.ratios': (0.0, 0.25, 0.5, 0.75),
                                        'seeds': (0, 1)})
-    env = {'XLA_FLAGS': '--xla_force_host_platform_device_count=8'}
+    env = {'XLA_FLAGS': xla_flags(8)}
     sharded = cli(config, tmp_path / 'sharded', '--config.train.strategy=shard', env=env)
     assert sharded.returncode == 0, sharded.stderr
     assert 'strategy shard' in sharded.stdout

@@ -12,6 +12,7 @@ import time
 
 import pytest
 
+from helpers import xla_flags
 from main_test import ROOT, write_config
 from memjax.run import open_run
 from memjax.train.faults import KILL_AFTER_EPOCH_ENV
@@ -39,7 +40,7 @@ def launch(config, workdir, processes: int, devices: int, extra=None, env=None) 
         flags = [f'--coordinator_address=localhost:{port}', f'--num_processes={processes}', f'--process_id={i}',
                  '--process_timeout=60', '--heartbeat_timeout=5'] if processes > 1 else []
         environment = dict(os.environ, JAX_PLATFORMS='cpu',
-                           XLA_FLAGS=f'--xla_force_host_platform_device_count={devices}', **(env or {}).get(i, {}))
+                           XLA_FLAGS=xla_flags(devices), **(env or {}).get(i, {}))
         children.append(subprocess.Popen(
             [sys.executable, '-m', 'memjax.main', f'--config={config}', f'--workdir={workdir}', *flags,
              *(extra or {}).get(i, [])], cwd=ROOT, env=environment, stdout=subprocess.PIPE, stderr=subprocess.PIPE,

@@ -36,18 +36,10 @@ def test_the_notebooks_of_the_issue_exist():
     assert {'quickstart', 'p1_p2_similarity_stitching', 'p3_localization', 'p4_dissection', 'p5_geometry'} <= names
 
 
-@pytest.fixture(scope='module')
-def compilation_cache(tmp_path_factory):
-    """One persistent XLA cache for all the notebooks: their smoke runs share the tiny CNN's programs."""
-    return str(tmp_path_factory.mktemp('jax_cache'))
-
-
 @pytest.mark.notebooks
 @pytest.mark.parametrize('path', NOTEBOOKS, ids=os.path.basename)
-def test_notebook_runs_top_to_bottom_with_smoke_parameters(path, tmp_path, monkeypatch, compilation_cache):
+def test_notebook_runs_top_to_bottom_with_smoke_parameters(path, tmp_path, monkeypatch):
     monkeypatch.setenv('JAX_PLATFORMS', 'cpu')
-    monkeypatch.setenv('JAX_COMPILATION_CACHE_DIR', compilation_cache)
-    monkeypatch.setenv('JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS', '0')
     monkeypatch.setenv('PYTHONPATH', os.pathsep.join([ROOT] + [p for p in [os.environ.get('PYTHONPATH')] if p]))
     monkeypatch.setenv('MPLBACKEND', 'Agg')
     nb = with_parameters(nbformat.read(path, as_version=4), {

@@ -130,6 +130,9 @@ def fail(message: str, status: int = 2, wait: float = 10.0) -> None:
 
     Process 0 hosts the coordinator: it waits (at most `wait` s) until every other process has failed too
     or has seen the failure, so that none of them loses the coordinator before reading the line to print.
+    `together` waits up to the job's --process_timeout: before any collective every process reaches the
+    phase's end within it (a slow one on a loaded machine too); mid-run another process may be inside a
+    collective that never returns, so the wait is short.
     """
     if not several():
         return
@@ -208,7 +211,8 @@ class together:
             return False
         if error is not None:
             status = getattr(error, 'status', 2)
-            fail(str(error) if isinstance(error, MemjaxError) else f'{type(error).__name__}: {error}', status)
+            fail(str(error) if isinstance(error, MemjaxError) else f'{type(error).__name__}: {error}', status,
+                 wait=_STATE['timeout'])
             return False
         barrier(self.phase)
         return False
