@@ -117,12 +117,18 @@ class InputGradientRecord:
         return state
 
 
-def finite_replicas(params, losses) -> np.ndarray:
-    """bool [R]: every parameter [R, ...] and the epoch loss [R] of each replica are finite."""
-    ok = jax.tree_util.tree_reduce(
+@jax.jit
+def _finite_parameters(params) -> jax.Array:
+    """bool [R]: every parameter [R, ...] of each replica is finite (one program per parameter tree, not one
+    small program per leaf shape)."""
+    return jax.tree_util.tree_reduce(
         jnp.logical_and, jax.tree_util.tree_map(lambda x: jnp.all(jnp.isfinite(x), axis=tuple(range(1, x.ndim))),
                                                 params))
-    return host(ok) & np.isfinite(np.asarray(losses))
+
+
+def finite_replicas(params, losses) -> np.ndarray:
+    """bool [R]: every parameter [R, ...] and the epoch loss [R] of each replica are finite."""
+    return host(_finite_parameters(params)) & np.isfinite(np.asarray(losses))
 
 
 @dataclasses.dataclass
