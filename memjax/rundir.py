@@ -129,10 +129,14 @@ class RunDirectory:
                 "pass an empty or new --workdir")
 
     def create(self, config_dict: dict) -> None:
-        """Creates the directory and its config.json (kept if it exists: same config)."""
-        self.check_compatible(config_dict)
+        """Creates the directory and its config.json (kept if it exists: same config).
+
+        Checks the directory again under the lock; in a job of several processes only process 0 does, as
+        it is the one writing there (every process checked before the lock was taken, and the others
+        would see its files half written)."""
         if not writes():
             return
+        self.check_compatible(config_dict)
         os.makedirs(self.path, exist_ok=True)
         if not os.path.exists(self.file('config.json')):
             write_json(self.file('config.json'), config_dict)

@@ -220,3 +220,18 @@ def test_a_rerun_skips_finished_analyses_redoes_changed_ones_and_rerun_forces(tm
     assert any('redoing (forced by --rerun)' in m for m in messages) and messages[-1].endswith(': rewinding')
     with pytest.raises(ConfigError, match='--rerun=stitching names an analysis that config.analyses does not list'):
         run_analyses(changed, workdir, log=quiet, rerun=('stitching',))
+
+
+def test_only_the_writing_process_rechecks_a_directory_it_may_be_writing(tmp_path, monkeypatch):
+    """In a job of several processes, process 0 creates the run directory while the others pass
+    `create`; a non-writing process must not take process 0's half-written files (an atomic write's
+    temporary file before config.json lands) for a foreign directory."""
+    run = RunDirectory(str(tmp_path / 'run'))
+    os.makedirs(run.path)
+    with open(run.file('.config.json.tmp'), 'w') as f:  # process 0 mid-way through writing config.json
+        f.write('{')
+    with pytest.raises(RunDirectoryError, match='not empty and holds no memjax run'):
+        run.create({'seeds': [0]})  # the writer (one process) still refuses such a directory
+    monkeypatch.setattr('memjax.rundir.writes', lambda: False)
+    run.create({'seeds': [0]})  # another process of the job: no check, nothing written
+    assert os.listdir(run.path) == ['.config.json.tmp']
