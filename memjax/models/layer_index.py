@@ -23,6 +23,7 @@ method interception (`nn.intercept_methods`) while the stage runs.
 from __future__ import annotations
 
 import contextlib
+import functools
 from typing import Any, NamedTuple
 
 import flax.linen as nn
@@ -76,6 +77,7 @@ def intercept_layers(stage: str, masks: dict, capture, features: dict, seen: lis
         yield
 
 
+@functools.lru_cache(maxsize=64)
 def enumerate_layers(model, input_shape) -> tuple[LayerInfo, ...]:
     """Every layer of `model` in forward order (shapes only; nothing is computed).
 

@@ -156,6 +156,18 @@ class StagedModel:
             x = module.apply(variables, x, train=False)
         return {'params': params, 'batch_stats': batch_stats}
 
+    def variable_shapes(self, input_shape: Sequence[int] | None = None) -> Variables:
+        """`init`'s variables as `jax.ShapeDtypeStruct`s (nothing computed; traced once per model and shape).
+
+        input_shape: one example's shape `(H, W, C)`; default `example_shape`.
+        """
+        return _copy(_variable_shapes(self, tuple(input_shape or self.example_shape)))
+
+    def stage_output_shapes(self, input_shape: Sequence[int]) -> dict[str, tuple[int, ...]]:
+        """`{stage: one example's output shape}` in forward order, for inputs of shape `(H, W, C)`
+        (nothing computed; traced once per model and shape)."""
+        return dict(_stage_output_shapes(self, tuple(input_shape)))
+
     def apply(self, variables: Variables, x: jax.Array, *, train: bool = False,
               start: str | int | None = None, stop: str | int | None = None,
               capture: Sequence[str] | bool = (), masks: dict | None = None,
@@ -270,3 +282,20 @@ class StagedModel:
         """Number of trainable parameters of each stage (one replica)."""
         return {name: sum(int(leaf.size) for leaf in jax.tree_util.tree_leaves(variables['params'][name]))
                 for name in self.stage_names}
+
+
+def _copy(tree: Any) -> Any:
+    """A new container tree holding the same leaves (callers may edit the dicts of a cached tree)."""
+    return jax.tree_util.tree_map(lambda leaf: leaf, tree)
+
+
+@functools.lru_cache(maxsize=64)
+def _variable_shapes(model: StagedModel, input_shape: tuple[int, ...]) -> Variables:
+    return jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), input_shape))
+
+
+@functools.lru_cache(maxsize=64)
+def _stage_output_shapes(model: StagedModel, input_shape: tuple[int, ...]) -> tuple:
+    x = jax.ShapeDtypeStruct((1, *input_shape), model.dtype)
+    run = jax.eval_shape(lambda v, x: model.apply(v, x, capture=True), _variable_shapes(model, input_shape), x)
+    return tuple((name, tuple(run.features[name].shape[1:])) for name in model.stage_names)

@@ -25,8 +25,6 @@ import dataclasses
 import math
 from typing import Any, Callable
 
-import jax
-
 from memjax.analysis.localization.neuron_memory import program_bytes
 from memjax.engine.compiled import compile_once
 from memjax.plan.accelerators import Accelerator
@@ -145,10 +143,7 @@ def tpu_layout(model, image_shape: tuple) -> float:
     (channel) dimension padded to a multiple of 128 lanes, over their sizes (1.0 when every width is a
     multiple of 128; e.g. ResNet-9's 64-channel stem doubles). An estimate of XLA:TPU's tiled layout for
     the temporaries, which are mostly activations; the real layout is the TPU compiler's."""
-    variables = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), tuple(image_shape)))
-    x = jax.ShapeDtypeStruct((1, *image_shape), model.dtype)
-    run = jax.eval_shape(lambda v, x: model.apply(v, x, capture=True), variables, x)
-    shapes = [f.shape[1:] for f in jax.tree_util.tree_leaves(run.features)]
+    shapes = list(model.stage_output_shapes(image_shape).values())
     size = sum(math.prod(s) for s in shapes)
     padded = sum(math.prod(s[:-1]) * math.ceil(s[-1] / LANES) * LANES for s in shapes)
     return padded / size

@@ -100,7 +100,7 @@ class RunShape:
     def variables(self, analysis: bool = False):
         """One model's variables, abstract (`jax.ShapeDtypeStruct`)."""
         model = self.analysis_model if analysis else self.model
-        return jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), self.image_shape))
+        return model.variable_shapes(self.image_shape)
 
     def images(self, n: int) -> jax.ShapeDtypeStruct:
         """uint8 [n, H, W, C]."""

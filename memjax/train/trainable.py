@@ -87,8 +87,7 @@ class ClassifierTrainable:
         """Prefix labels of the params ('train' / 'frozen') when one unit trains."""
         if self.unit is None:
             return None
-        shapes = jax.eval_shape(lambda key: self.model.init(key, self.model.example_shape), jax.random.PRNGKey(0))
-        return freezing.unit_labels(shapes['params'], self.unit.paths)
+        return freezing.unit_labels(self.model.variable_shapes()['params'], self.unit.paths)
 
     @functools.cached_property
     def tx(self) -> optax.GradientTransformation:

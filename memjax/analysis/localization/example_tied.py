@@ -121,10 +121,7 @@ class Settings(AnalysisSettings):
 
 def stage_shapes(model, image_shape) -> tuple:
     """((stage, one example's output shape), ...) for every stage but the last (the masked ones)."""
-    zeros = jax.ShapeDtypeStruct((1, *image_shape), jnp.float32)
-    init = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), image_shape))
-    out = jax.eval_shape(lambda v, x: model.apply(v, x, capture=True), init, zeros)
-    return tuple((name, tuple(out.features[name].shape[1:])) for name in model.stage_names[:-1])
+    return tuple(model.stage_output_shapes(image_shape).items())[:-1]
 
 
 @dataclasses.dataclass(frozen=True)

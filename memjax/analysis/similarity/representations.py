@@ -170,7 +170,7 @@ class GramMaker:
     def feature_size(self, image_shape: tuple) -> int:
         """sum_l D_l for images of `image_shape` [H, W, C] (shapes only, nothing computed)."""
         model = self.runner.model
-        variables = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), tuple(image_shape)))
+        variables = model.variable_shapes(image_shape)
         images = jax.ShapeDtypeStruct((1, *image_shape), jnp.uint8)
         shapes = jax.eval_shape(lambda v, x: self.runner.features(v, x, **self._static), variables, images)
         return sum(int(f.shape[-1]) for f in shapes)
