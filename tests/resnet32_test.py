@@ -27,6 +27,14 @@ def test_stage_shapes(shape, sizes):
             assert run.features[f'layer{group + 1}.{index}'].shape == (2, size, size, width)
     # Option A shortcuts have no parameters; only the stem, convs, BatchNorms and the head do.
     assert set(variables['params']['layer2.0']) == {'conv_bn1', 'conv_bn2'}
+    # The traced-once shapes are those of the computed values, for this input shape.
+    assert model.stage_output_shapes(shape) == {k: v.shape[1:] for k, v in run.features.items()}
+    assert list(model.stage_output_shapes(shape)) == list(model.stage_names)
+    shapes = model.variable_shapes(shape)
+    assert jax.tree_util.tree_map(lambda v: (v.shape, v.dtype), shapes) == \
+        jax.tree_util.tree_map(lambda v: (v.shape, v.dtype), variables)
+    shapes['params'].clear()  # a caller's edit does not reach the next caller
+    assert model.variable_shapes(shape)['params']
 
 
 def test_default_width_parameter_count_is_0_46m():
